@@ -1,0 +1,464 @@
+"""CO / RO / NaN detectors: pure, causal functions from telemetry frames to events.
+
+Every detector takes polars frames (eager or lazy) of one or many trials and
+returns an eager frame with the `events` schema (action='logged'). At most one
+event is emitted per (trial, kind, source), at the first row where the rule
+holds; `evidence` starts with the source ('batch', 'epoch', 'probe', ...).
+
+Causality: an event at step t (batch level) or epoch e (epoch level, step null)
+depends only on rows at or before it, so running a detector on a prefix of a
+trial's stream gives exactly the full run's events restricted to that prefix.
+The online stopper relies on this (see tests/test_analysis_detectors.py).
+
+The statistics and thresholds are explained in docs/analysis.md.
+"""
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from workloads.telemetry.schema import SCHEMA_VERSION
+
+from analysis.read import polars_schema
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its sd
+# dE signals watched by co_energy, with the side that counts: 0 both, +1 up only
+CO_SIGNALS: dict[str, int] = {"de": 0, "de_y": 0, "de_std": 1}
+ENERGY_COLS = ("e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std")
+EVENT_SCHEMA = polars_schema("events")
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _lazy(frame: Frame) -> pl.LazyFrame:
+    return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
+
+
+def _finite(col: str) -> pl.Expr:
+    """`col` as Float64 with NaN/inf turned into null (polars orders NaN above all numbers)."""
+    x = pl.col(col).cast(pl.Float64)
+    return pl.when(x.is_finite()).then(x).alias(col)
+
+
+def _f(expr: pl.Expr, digits: int = 3) -> pl.Expr:
+    """Number formatted for evidence text."""
+    return expr.round(digits).cast(pl.String).fill_null("null")
+
+
+def empty_events() -> pl.DataFrame:
+    """An events frame with no rows."""
+    return pl.DataFrame(schema=EVENT_SCHEMA)
+
+
+def _events(frame: Frame, kind: str) -> pl.DataFrame:
+    """Shape rows with trial, epoch, step, score, evidence into the events schema."""
+    return (
+        _lazy(frame)
+        .select(
+            pl.lit(SCHEMA_VERSION, pl.Int16).alias("schema_version"),
+            pl.col("trial").cast(pl.String),
+            pl.lit(kind, pl.String).alias("kind"),
+            pl.col("epoch").cast(pl.Int32),
+            pl.col("step").cast(pl.Int64),
+            pl.col("score").cast(pl.Float64),
+            pl.col("evidence").cast(pl.String),
+            pl.lit("logged", pl.String).alias("action"),
+        )
+        .collect()
+    )
+
+
+def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
+    """The first row (by `order`) of each trial where `when` holds."""
+    return (
+        frame.filter(when.fill_null(False))
+        .sort("trial", order, maintain_order=True)
+        .group_by("trial", maintain_order=True)
+        .first()
+    )
+
+
+def _ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
+    """`cols` of batches, each trial contiguous in step order, re-logged steps dropped.
+
+    Files are read in (trial, part) order, so the sort is usually skipped; a
+    resumed trial may log a step twice, the later row (later part) is kept.
+    """
+    df = _lazy(batches).select(cols).collect()
+    same = pl.col("trial") == pl.col("trial").shift()
+    check = df.select(
+        runs=(~same).fill_null(True).sum(),
+        trials=pl.col("trial").n_unique(),
+        back=(same & (pl.col("step") < pl.col("step").shift())).any(),
+    ).row(0)
+    if check[0] != check[1] or check[2]:
+        df = df.sort("trial", "step", maintain_order=True)
+    dup = (pl.col("trial") == pl.col("trial").shift(-1)) & (pl.col("step") == pl.col("step").shift(-1))
+    return df.filter(~dup.fill_null(False))
+
+
+def _ordered_epochs(epochs: Frame, split: str, cols: list[str]) -> pl.LazyFrame:
+    """Rows of one split, one per (trial, epoch) (the last logged), in epoch order."""
+    return (
+        _lazy(epochs)
+        .filter(pl.col("split") == split)
+        .select(cols)
+        .unique(subset=["trial", "epoch"], keep="last", maintain_order=True)
+        .sort("trial", "epoch", maintain_order=True)
+    )
+
+
+def _window_count(flag: pl.Expr, window: int) -> pl.Expr:
+    """How many of the last `window` rows of the same trial have `flag` (null if fewer rows).
+
+    Needs trial-contiguous rows; O(n) via a global cumulative sum, no group-wise window.
+    """
+    cs = flag.fill_null(False).cast(pl.Int64).cum_sum()
+    full = pl.col("trial") == pl.col("trial").shift(window - 1)
+    return pl.when(full).then(cs - cs.shift(window).fill_null(0))
+
+
+def _cum_in_trial(x: pl.Expr) -> pl.Expr:
+    """Inclusive cumulative sum of `x` within each trial (trial-contiguous rows)."""
+    x = x.cast(pl.Float64)
+    cs = x.cum_sum()
+    start = (pl.col("trial") != pl.col("trial").shift()).fill_null(True)
+    return cs - pl.when(start).then(cs - x).forward_fill()
+
+
+def _expanding(col: str, stat: str) -> pl.Expr:
+    """Median or MAD of `col` over the trial's earlier rows (excluding the current one)."""
+    el = pl.element()
+    agg = el.median() if stat == "median" else (el - el.median()).abs().median()
+    return pl.col(col).cumulative_eval(agg).shift(1).over("trial")
+
+
+# ----------------------------------------------------------------- CO from energies
+
+
+def co_energy(
+    batches: Frame | None,
+    epochs: Frame | None = None,
+    probes: Frame | None = None,
+    *,
+    z: float = 6.0,
+    min_shift: float = 1.0,
+    window: int = 20,
+    min_share: float = 0.75,
+    warmup_epochs: int = 2,
+    min_scale: float = 0.05,
+    probe_share: float = 0.2,
+) -> pl.DataFrame:
+    """Catastrophic overfitting from the delta-energy stream (kind 'co_energy').
+
+    batch: per trial and signal s in (de, de_y, de_std), the baseline of epoch e is
+      loc = median of the per-epoch means of s over epochs < e and
+      scale = sqrt(median(per-epoch sd)^2 + (1.4826 MAD(per-epoch means))^2), >= min_scale.
+      A batch is abnormal if |s - loc| >= z*scale and >= min_shift (de_std: upward
+      only); the event fires at the first step where >= min_share of the trial's last
+      `window` batches are abnormal on the same side, once >= warmup_epochs epochs
+      form the baseline. score = robust z of that batch.
+    epoch: the same test on the epoch-level probe-split values, against the expanding
+      median / 1.4826*MAD (>= 2*min_scale) of earlier epochs; fires at the first abnormal epoch.
+    probe: per-sample dE = e_nat - e_adv; a sample is abnormal if it lies more than
+      max(z*1.4826*MAD, min_shift) from the median of the trial's first probe epoch;
+      fires at the first later epoch where the abnormal share >= probe_share (score).
+    """
+    parts = []
+    if batches is not None:
+        parts.append(_co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale))
+    if epochs is not None:
+        parts.append(_co_epoch(epochs, z, min_shift, warmup_epochs, 2 * min_scale))
+    if probes is not None:
+        parts.append(_co_probe(probes, z, min_shift, probe_share))
+    return _concat(parts)
+
+
+def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale) -> pl.DataFrame:
+    sig = list(CO_SIGNALS)
+    df = _ordered_batches(batches, ["trial", "epoch", "step", *sig])
+    df = df.with_columns(_finite(c) for c in sig)
+    stats = (
+        df.lazy()
+        .group_by("trial", "epoch")
+        .agg(*(pl.col(c).mean().alias(f"{c}_mu") for c in sig),
+             *(pl.col(c).std().alias(f"{c}_sd") for c in sig))
+        .sort("trial", "epoch")
+        .with_columns(n_prev=pl.int_range(pl.len()).over("trial"))
+        .with_columns(
+            *(_expanding(f"{c}_mu", "median").alias(f"{c}_loc") for c in sig),
+            *(
+                pl.max_horizontal(
+                    (_expanding(f"{c}_sd", "median") ** 2
+                     + (MAD_TO_SD * _expanding(f"{c}_mu", "mad")) ** 2).sqrt(),
+                    pl.lit(min_scale),
+                ).alias(f"{c}_scale")
+                for c in sig
+            ),
+        )
+        .select("trial", "epoch", "n_prev", *(f"{c}_{s}" for c in sig for s in ("loc", "scale")))
+        .collect()
+    )
+    df = df.join(stats, on=["trial", "epoch"], how="left", maintain_order="left")
+    need = math.ceil(min_share * window)
+    found = []
+    for c, side in CO_SIGNALS.items():
+        dev = pl.col(c) - pl.col(f"{c}_loc")
+        zc = dev / pl.col(f"{c}_scale")
+        high = (zc >= z) & (dev >= min_shift)
+        low = (zc <= -z) & (dev <= -min_shift)
+        hit = _window_count(high, window) >= need
+        if side == 0:
+            hit = hit | (_window_count(low, window) >= need)
+        rows = df.lazy().select(
+            "trial", "epoch", "step",
+            pl.lit(c).alias("signal"),
+            pl.col(c).alias("value"),
+            pl.col(f"{c}_loc").alias("loc"),
+            pl.col(f"{c}_scale").alias("scale"),
+            zc.alias("score"),
+            (hit & (pl.col("n_prev") >= warmup_epochs)).alias("hit"),
+        )
+        found.append(_first(rows, pl.col("hit"), "step"))
+    first = (
+        pl.concat(found)
+        .sort("trial", "step", pl.col("score").abs(), descending=[False, False, True])
+        .group_by("trial", maintain_order=True)
+        .first()
+        .with_columns(
+            evidence=pl.concat_str(
+                pl.lit("batch: "), pl.col("signal"), pl.lit("="), _f(pl.col("value")),
+                pl.lit(" vs baseline "), _f(pl.col("loc")), pl.lit(" (scale "), _f(pl.col("scale")),
+                pl.lit(", z="), _f(pl.col("score"), 1),
+                pl.lit(f"); >= {need} of the last {window} batches beyond z={z:g} and {min_shift:g}"),
+            )
+        )
+    )
+    return _events(first, "co_energy")
+
+
+def _co_epoch(epochs, z, min_shift, warmup_epochs, min_scale) -> pl.DataFrame:
+    sig = list(CO_SIGNALS)
+    base = (
+        _ordered_epochs(epochs, "probe", ["trial", "epoch", *sig])
+        .with_columns(_finite(c) for c in sig)
+        .with_columns(n_prev=pl.int_range(pl.len()).over("trial"))
+    )
+    found = []
+    for c, side in CO_SIGNALS.items():
+        loc = _expanding(c, "median")
+        scale = pl.max_horizontal(MAD_TO_SD * _expanding(c, "mad"), pl.lit(min_scale))
+        rows = base.select(
+            "trial", "epoch", "n_prev",
+            pl.lit(c).alias("signal"), pl.col(c).alias("value"),
+            loc.alias("loc"), scale.alias("scale"),
+        ).with_columns(score=(pl.col("value") - pl.col("loc")) / pl.col("scale"))
+        dev = pl.col("value") - pl.col("loc")
+        hit = (pl.col("score") >= z) & (dev >= min_shift)
+        if side == 0:
+            hit = hit | ((pl.col("score") <= -z) & (dev <= -min_shift))
+        found.append(_first(rows, hit & (pl.col("n_prev") >= warmup_epochs), "epoch"))
+    first = (
+        pl.concat(found)
+        .sort("trial", "epoch", pl.col("score").abs(), descending=[False, False, True])
+        .group_by("trial", maintain_order=True)
+        .first()
+        .with_columns(
+            step=pl.lit(None, pl.Int64),
+            evidence=pl.concat_str(
+                pl.lit("epoch: probe "), pl.col("signal"), pl.lit("="), _f(pl.col("value")),
+                pl.lit(" vs earlier epochs "), _f(pl.col("loc")), pl.lit(" (scale "),
+                _f(pl.col("scale")), pl.lit(", z="), _f(pl.col("score"), 1), pl.lit(")"),
+            ),
+        )
+    )
+    return _events(first, "co_energy")
+
+
+def _co_probe(probes, z, min_shift, probe_share) -> pl.DataFrame:
+    p = (
+        _lazy(probes)
+        .select("trial", "epoch", (pl.col("e_nat").cast(pl.Float64) - pl.col("e_adv")).alias("d"))
+        .with_columns(_finite("d"))
+        .with_columns(ref_epoch=pl.col("epoch").min().over("trial"))
+    )
+    ref = (
+        p.filter(pl.col("epoch") == pl.col("ref_epoch"))
+        .group_by("trial")
+        .agg(med=pl.col("d").median(), mad=(pl.col("d") - pl.col("d").median()).abs().median())
+        .with_columns(tol=pl.max_horizontal(z * MAD_TO_SD * pl.col("mad"), pl.lit(min_shift)))
+    )
+    share = (
+        p.filter(pl.col("epoch") > pl.col("ref_epoch"))
+        .join(ref, on="trial")
+        .group_by("trial", "epoch", "ref_epoch")
+        .agg(
+            score=((pl.col("d") - pl.col("med")).abs() >= pl.col("tol")).mean(),
+            n=pl.col("d").count(),
+            med=pl.col("med").first(),
+            tol=pl.col("tol").first(),
+        )
+    )
+    first = _first(share, pl.col("score") >= probe_share, "epoch").with_columns(
+        step=pl.lit(None, pl.Int64),
+        evidence=pl.concat_str(
+            pl.lit("probe: "), _f(100 * pl.col("score"), 1), pl.lit("% of "), pl.col("n").cast(pl.String),
+            pl.lit(" samples have |dE - "), _f(pl.col("med")), pl.lit("| >= "), _f(pl.col("tol")),
+            pl.lit(" (epoch "), pl.col("ref_epoch").cast(pl.String),
+            pl.lit(f" distribution); threshold {probe_share:g}"),
+        ),
+    )
+    return _events(first, "co_energy")
+
+
+# ----------------------------------------------------------------- CO, classic rule
+
+
+def co_pgd_probe(epochs: Frame, *, drop: float = 0.2) -> pl.DataFrame:
+    """Classic CO rule (kind 'co_pgd_probe'): probe-split PGD accuracy drops by more
+    than `drop` from the previous logged epoch. score = the drop."""
+    e = _ordered_epochs(epochs, "probe", ["trial", "epoch", "acc_pgd"]).with_columns(
+        prev=pl.col("acc_pgd").shift(1).over("trial")
+    ).with_columns(score=pl.col("prev") - pl.col("acc_pgd"))
+    first = _first(e, pl.col("score") > drop, "epoch").with_columns(
+        step=pl.lit(None, pl.Int64),
+        evidence=pl.concat_str(
+            pl.lit("epoch: probe acc_pgd "), _f(pl.col("prev")), pl.lit(" -> "),
+            _f(pl.col("acc_pgd")), pl.lit(f" (drop > {drop:g})"),
+        ),
+    )
+    return _events(first, "co_pgd_probe")
+
+
+# ----------------------------------------------------------------- robust overfitting
+
+
+def ro(
+    epochs: Frame,
+    *,
+    margin: float = 0.05,
+    min_rise: float = 0.02,
+    smooth: int = 3,
+    energy_drop: float | None = None,
+) -> pl.DataFrame:
+    """Robust overfitting (kind 'ro').
+
+    With v and t the trailing `smooth`-epoch means of val-split and probe-split
+    (train) acc_pgd, fires at the first epoch where v is >= `margin` below its
+    running peak while t is >= `min_rise` above its value at the peak epoch.
+    The energy signature (probe dE vs its expanding median up to the peak epoch)
+    is reported in the evidence; with `energy_drop` set, dE must also have fallen
+    by at least that much. score = peak - v.
+    """
+    cols = ["trial", "epoch", "acc_pgd", "de"]
+    val = _ordered_epochs(epochs, "val", cols).select("trial", "epoch", val="acc_pgd")
+    probe = _ordered_epochs(epochs, "probe", cols).select(
+        "trial", "epoch", train="acc_pgd", de=_finite("de")
+    )
+    smooth_mean = lambda c: pl.col(c).rolling_mean(smooth, min_samples=smooth).over("trial")  # noqa: E731
+    at_peak = pl.col("v") >= pl.col("peak")
+    e = (
+        val.join(probe, on=["trial", "epoch"], how="left")
+        .sort("trial", "epoch")
+        .with_columns(v=smooth_mean("val"), t=smooth_mean("train"),
+                      de_med=pl.col("de").cumulative_eval(pl.element().median()).over("trial"))
+        .with_columns(peak=pl.col("v").cum_max().over("trial"))
+        .with_columns(
+            peak_epoch=pl.when(at_peak).then(pl.col("epoch")).forward_fill().over("trial"),
+            t_peak=pl.when(at_peak).then(pl.col("t")).forward_fill().over("trial"),
+            plateau=pl.when(at_peak).then(pl.col("de_med")).forward_fill().over("trial"),
+        )
+        .with_columns(score=pl.col("peak") - pl.col("v"), rise=pl.col("t") - pl.col("t_peak"))
+    )
+    hit = (pl.col("score") >= margin) & (pl.col("rise") >= min_rise)
+    if energy_drop is not None:
+        hit = hit & (pl.col("de") - pl.col("plateau") <= -energy_drop)
+    first = _first(e, hit, "epoch").with_columns(
+        step=pl.lit(None, pl.Int64),
+        evidence=pl.concat_str(
+            pl.lit(f"epoch: val acc_pgd ({smooth}-epoch mean) "), _f(pl.col("v")),
+            pl.lit(" is "), _f(pl.col("score")), pl.lit(" below its peak "), _f(pl.col("peak")),
+            pl.lit(" (epoch "), pl.col("peak_epoch").cast(pl.String),
+            pl.lit(") while train acc_pgd rose "), _f(pl.col("rise")),
+            pl.lit("; probe dE "), _f(pl.col("de")), pl.lit(" vs plateau "), _f(pl.col("plateau")),
+        ),
+    )
+    return _events(first, "ro")
+
+
+# ----------------------------------------------------------------- NaN / divergence
+
+
+def nan(
+    batches: Frame,
+    *,
+    factor: float = 10.0,
+    patience: int = 5,
+    min_steps: int = 50,
+) -> pl.DataFrame:
+    """Numerical failure (kind 'nan').
+
+    nonfinite: the first batch with NaN/inf in loss or any energy column (score 1).
+    diverged: the first batch ending `patience` consecutive batches whose loss
+      exceeds `factor` x the mean finite loss of all earlier batches of the trial
+      (after `min_steps` batches). score = loss / that mean.
+    """
+    cols = ["loss", *ENERGY_COLS]
+    df = _ordered_batches(batches, ["trial", "epoch", "step", *cols])
+    bad = [pl.col(c).cast(pl.Float64).is_nan() | pl.col(c).cast(pl.Float64).is_infinite() for c in cols]
+    nonfinite = _first(
+        df.lazy().with_columns(hit=pl.any_horizontal(bad)),
+        pl.col("hit"),
+        "step",
+    ).with_columns(
+        score=pl.lit(1.0),
+        evidence=pl.concat_str(
+            pl.lit("nonfinite: "),
+            pl.concat_str([pl.when(b.fill_null(False)).then(pl.lit(c)) for b, c in zip(bad, cols)],
+                          separator=", ", ignore_nulls=True),
+        ),
+    )
+    loss = _finite("loss")
+    seen = _cum_in_trial(loss.is_not_null())
+    mean_before = (_cum_in_trial(loss.fill_null(0.0)) - loss.fill_null(0.0)) / (seen - loss.is_not_null())
+    ratio = loss / mean_before
+    high = (ratio > factor) & (seen > min_steps)
+    diverged = _first(
+        df.lazy().with_columns(score=ratio, mean_before=mean_before,
+                               hit=_window_count(high, patience) >= patience),
+        pl.col("hit"),
+        "step",
+    ).with_columns(
+        evidence=pl.concat_str(
+            pl.lit(f"diverged: loss above {factor:g}x the earlier mean "), _f(pl.col("mean_before")),
+            pl.lit(f" for {patience} batches, now "), _f(pl.col("loss")),
+        ),
+    )
+    return _concat([_events(nonfinite, "nan"), _events(diverged, "nan")])
+
+
+# ----------------------------------------------------------------- all
+
+
+def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    if not parts:
+        return empty_events()
+    return pl.concat(parts).sort("trial", "epoch", "step", "kind", nulls_last=True, maintain_order=True)
+
+
+def detect(
+    batches: Frame | None = None,
+    epochs: Frame | None = None,
+    probes: Frame | None = None,
+) -> pl.DataFrame:
+    """All detectors with default thresholds on whichever tables are given."""
+    parts = [co_energy(batches, epochs, probes)]
+    if epochs is not None:
+        parts += [co_pgd_probe(epochs), ro(epochs)]
+    if batches is not None:
+        parts.append(nan(batches))
+    return _concat(parts)

@@ -1,0 +1,203 @@
+"""Lazy, fault-tolerant reading of one or many sweep directories.
+
+Layout (hive-partitioned, written by trials):
+
+    <sweep>/<table>/trial=<id>/part-<seq>.parquet      table in TABLES
+    <sweep>/trials/trial=<id>/config.json              flattened trial config
+    <sweep>/trials/trial=<id>/result.json              {"status", "reason", "epochs_done", ...}
+
+Hidden files (names starting with '.' or '_', e.g. a writer's `.part-x.parquet.tmp`)
+are ignored. Every file's footer is validated with `pyarrow.parquet.read_metadata`
+before the scan; a truncated/corrupt file, or one whose column types cannot be cast
+to the schema, is reported on stderr, kept in `Sweep.skipped` and left out.
+Scans use the explicit schema `arrow_schema(table)`, so columns missing from older
+files read as null and unknown extra columns are ignored.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workloads.telemetry.schema import TABLES, arrow_schema
+
+RESULT_KEYS = ("status", "reason", "epochs_done")
+
+# the casts polars does while scanning (see `_compatible`)
+_CAST = pl.ScanCastOptions(float_cast=["upcast", "downcast"], integer_cast="upcast")
+
+
+class SweepError(Exception):
+    """A sweep directory is missing or holds no telemetry tables."""
+
+
+def polars_schema(table: str) -> pl.Schema:
+    """The polars schema of `table` (converted from `arrow_schema`)."""
+    empty = pa.table({f.name: pa.array([], f.type) for f in arrow_schema(table)})
+    return pl.from_arrow(empty).schema  # type: ignore[union-attr]
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
+def _compatible(have: pa.DataType, want: pa.DataType) -> bool:
+    """Can polars read a file column of type `have` as `want` (given `_CAST`)?"""
+    if have == want or pa.types.is_null(have):
+        return True
+    if pa.types.is_floating(have) and pa.types.is_floating(want):
+        return True
+    if pa.types.is_integer(have) and pa.types.is_integer(want):
+        same_sign = pa.types.is_signed_integer(have) == pa.types.is_signed_integer(want)
+        return same_sign and have.bit_width <= want.bit_width
+    strings = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+    return any(f(have) for f in strings) and any(f(want) for f in strings)
+
+
+def check_file(path: Path, table: str) -> str | None:
+    """Why `path` cannot be scanned as `table` (None if it can); reads only the footer."""
+    try:
+        file_schema = pq.read_metadata(path).schema.to_arrow_schema()
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for truncated files
+        return f"unreadable footer ({type(exc).__name__}: {exc})"
+    want = arrow_schema(table)
+    for f in file_schema:
+        idx = want.get_field_index(f.name)
+        if idx >= 0 and not _compatible(f.type, want.field(idx).type):
+            return f"column {f.name!r} has type {f.type}, expected {want.field(idx).type}"
+    return None
+
+
+class Sweep:
+    """One or many sweep directories (a trial's own out dir is a one-trial sweep).
+
+    `skipped` collects (path, reason) of every file left out; `warn` also prints them.
+    """
+
+    def __init__(self, dirs: str | Path | Iterable[str | Path], *, warn: bool = True):
+        if isinstance(dirs, (str, Path)):
+            dirs = [dirs]
+        self.dirs = [Path(d) for d in dirs]
+        self.warn = warn
+        self.skipped: list[tuple[Path, str]] = []
+        self._files: dict[str, list[Path]] = {}
+        missing = [str(d) for d in self.dirs if not d.is_dir()]
+        if missing:
+            raise SweepError(f"sweep directory not found: {', '.join(missing)}")
+
+    def files(self, table: str) -> list[Path]:
+        """Valid, visible parquet files of `table`, sorted by trial and part."""
+        if table not in TABLES:
+            raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+        if table not in self._files:
+            found = [
+                p
+                for d in self.dirs
+                for p in sorted((d / table).glob("trial=*/*.parquet"))
+                if not _hidden(p, d)
+            ]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                reasons = list(pool.map(lambda p: check_file(p, table), found))
+            good = []
+            for path, why in zip(found, reasons):
+                if why is None:
+                    good.append(path)
+                else:
+                    self.skipped.append((path, why))
+                    if self.warn:
+                        print(f"warning: skipping {path}: {why}", file=sys.stderr)
+            self._files[table] = good
+        return self._files[table]
+
+    def tables(self) -> list[str]:
+        """The telemetry tables that have at least one valid file."""
+        return [t for t in TABLES if self.files(t)]
+
+    def require_tables(self) -> None:
+        """Raise SweepError if no telemetry table has any file."""
+        if not self.tables():
+            dirs = ", ".join(map(str, self.dirs))
+            raise SweepError(f"no telemetry tables ({', '.join(TABLES)}) under {dirs}")
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """Lazy scan of `table` over all valid files (empty frame with the schema if none)."""
+        schema = polars_schema(table)
+        files = self.files(table)
+        if not files:
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_parquet(
+            [str(p) for p in files],
+            schema=schema,
+            hive_partitioning=True,
+            hive_schema={"trial": pl.String},
+            missing_columns="insert",
+            extra_columns="ignore",
+            cast_options=_CAST,
+        )
+
+    def trials(self) -> pl.DataFrame:
+        """One row per trial dir: trial, sweep, status, reason, epochs_done, then config keys."""
+        rows: list[dict] = []
+        for d in self.dirs:
+            for tdir in sorted((d / "trials").glob("trial=*")):
+                if not tdir.is_dir() or _hidden(tdir, d):
+                    continue
+                config = _read_json(tdir / "config.json", self)
+                result = _read_json(tdir / "result.json", self)
+                row = {"trial": tdir.name.split("=", 1)[1], "sweep": str(d)}
+                row |= {k: result.get(k) for k in RESULT_KEYS}
+                row["has_config"] = bool(config)
+                row |= {k: v for k, v in config.items() if k not in row}
+                rows.append(row)
+        return _frame(rows)
+
+
+def _read_json(path: Path, sweep: Sweep) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError) as exc:
+        sweep.skipped.append((path, str(exc)))
+        if sweep.warn:
+            print(f"warning: skipping {path}: {exc}", file=sys.stderr)
+        return {}
+
+
+def _column_dtype(values: Sequence[object]) -> pl.DataType:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pl.Boolean()
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pl.Int64()
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pl.Float64()
+    return pl.String()
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    """Rows with heterogeneous keys/types -> frame; mixed or nested values become JSON text."""
+    base = {"trial": pl.String(), "sweep": pl.String(), "status": pl.String(),
+            "reason": pl.String(), "epochs_done": pl.Int64(), "has_config": pl.Boolean()}
+    keys = list(base) + sorted({k for r in rows for k in r} - set(base))
+    columns = {}
+    for key in keys:
+        values = [r.get(key) for r in rows]
+        dtype = base.get(key) or _column_dtype(values)
+        if dtype == pl.String():
+            values = [v if v is None or isinstance(v, str) else json.dumps(v) for v in values]
+        elif dtype == pl.Float64():
+            values = [None if v is None else float(v) for v in values]
+        elif dtype == pl.Int64() and key == "epochs_done":
+            values = [v if isinstance(v, int) else None for v in values]
+        columns[key] = pl.Series(key, values, dtype=dtype)
+    return pl.DataFrame(columns)

@@ -1,0 +1,1 @@
+"""Hydra configs, the `energy-at` command line, Ray Tune sweeps and energy early stopping."""

@@ -1,0 +1,103 @@
+"""`energy-at`: the command line.
+
+    energy-at train [overrides]          one trial (Hydra overrides; -m for a multirun)
+    energy-at report|query|detect ...    analysis of sweep directories
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+USAGE = """usage: energy-at <command> [args]
+
+commands:
+  train   [overrides]             run one adversarial-training trial (Hydra overrides, -m for multirun)
+  report  <sweep_dir>...          write the HTML report (plots, events, ranking)
+  detect  <sweep_dir>...          print CO/RO/NaN events found in the energy logs
+  query   <sweep_dir> "<SQL>"     SQL over the tables batches, epochs, probes, events, trials
+"""
+
+
+def fail(command: str, message: str) -> int:
+    print(f"energy-at {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _analysis(name: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        from analysis import commands
+
+        return getattr(commands, name)(argv)
+
+    return run
+
+
+def train(argv: list[str]) -> int:
+    """Validate the overrides, then run one trial here (or a Hydra multirun with -m)."""
+    from workloads.config import ConfigError
+    from workloads.data import DatasetError
+
+    if {"-m", "--multirun"} & set(argv):
+        from orchestrator.multirun import multirun
+
+        return multirun(argv)
+    if {"-h", "--help"} & set(argv):
+        print("usage: energy-at train [key=value ...]\n\n"
+              "Config groups: method, data, model, attack, optim, schedule (orchestrator/conf/);\n"
+              "fields: workloads/config.py. Example:\n"
+              "  energy-at train method=fgsm attack.eps=0.3 epochs=5 data.subset=2000 out=runs/demo")
+        return 0
+    from orchestrator.config import compose_trial
+
+    try:
+        cfg = compose_trial(argv)
+        from workloads.trial import Trial
+
+        trial = Trial(cfg)
+    except (ConfigError, DatasetError) as e:
+        return fail("train", str(e))
+    print(f"trial {trial.id}: {cfg.method.name} (attack {trial.attack}, eps {cfg.attack.eps:g}) on "
+          f"{cfg.data.name} [{len(trial.data.train)} train / {len(trial.data.val)} val], {trial.device}"
+          + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
+    summary = trial.run(progress=sys.stderr.isatty())
+    print(format_summary(summary, trial))
+    return 0 if summary["status"] in ("finished", "stopped") else 1
+
+
+def format_summary(s: dict, trial) -> str:
+    lines = [f"status     {s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""),
+             f"epochs     {s['epochs_done']}   steps {s['steps_done']}   {s.get('seconds', 0):.1f} s"]
+    if "test_acc_nat" in s:
+        lines.append(f"test       clean {s['test_acc_nat']:.3f}   PGD-{trial.cfg.eval.pgd_steps} "
+                     f"{s['test_acc_pgd']:.3f}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
+    lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} at epoch {s['best_epoch']}")
+    lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/trial={trial.id}/")
+    lines.append(f"checkpoint {trial.checkpoint_dir}/last.pt")
+    return "\n".join(lines)
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train,
+    "report": _analysis("report"),
+    "detect": _analysis("detect"),
+    "query": _analysis("query"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return fail(command, f"unknown command; allowed: {', '.join(COMMANDS)}")
+    return COMMANDS[command](rest)
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

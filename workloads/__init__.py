@@ -1,0 +1,1 @@
+"""Energy-instrumented adversarial training: data, models, attacks, methods, telemetry, trials."""

@@ -1,0 +1,39 @@
+"""Inner attacks (METHODS.md section 2), all L-inf, all in [0,1] pixel space.
+
+Every attack takes `(model, x, y, eps, alpha, ...)` and returns an `AttackResult`.
+Results stay in the eps-ball around x (except N-FGSM, by design) and in [0,1].
+"""
+from workloads.attacks.gradient import (
+    AttackResult,
+    energy_attack,
+    fgsm,
+    n_fgsm,
+    pgd,
+    rs_fgsm,
+    trades_kl,
+)
+
+ATTACKS = {
+    "fgsm": fgsm,
+    "rs_fgsm": rs_fgsm,
+    "n_fgsm": n_fgsm,
+    "pgd": pgd,
+    "trades_kl": trades_kl,
+    "energy": energy_attack,
+}
+SINGLE_STEP = ("fgsm", "rs_fgsm", "n_fgsm", "energy")
+
+
+def default_alpha(attack: str, eps: float) -> float:
+    """Step size when the config leaves `attack.alpha` empty, relative to eps as in the papers."""
+    return {
+        "fgsm": eps,
+        "rs_fgsm": 1.25 * eps,  # Wong et al.: 10/255 at 8/255
+        "n_fgsm": eps,  # de Jorge et al.
+        "pgd": eps / 4,  # 2/255 at 8/255
+        "trades_kl": eps / 4,
+        "energy": eps,  # JEAT eq. 18
+    }[attack]
+
+
+__all__ = ["ATTACKS", "SINGLE_STEP", "AttackResult", "default_alpha", *ATTACKS]

@@ -1,0 +1,202 @@
+"""Typed trial configuration, the schema Hydra validates (`orchestrator/conf` holds the YAML defaults).
+
+`TrialConfig` is plain data: Hydra composes it for the CLI, Ray Tune passes it to
+its workers as a dict, and `validate` checks it before any work starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
+
+
+@dataclass
+class MethodConfig:
+    name: str = "fgsm"
+    beta: float = 6.0  # TRADES/WEAT/MART trade-off; DER's regulariser weight
+    gamma: float = 0.0  # DER hinge margin
+    base: str = "rs_fgsm"  # DER's inner attack: a single-step attack (AAE-gated) or pgd (every sample)
+    sgld_steps: int = 20  # JEAT: SGLD steps per batch (JEM default)
+    sgld_step_size: float = 1.0
+    sgld_noise: float = 0.01
+    buffer_size: int = 10000  # JEAT replay buffer
+    reinit: float = 0.05  # JEAT: probability to restart a buffer chain from U(0,1)
+
+
+@dataclass
+class AttackConfig:
+    name: str | None = None  # None: the method's own inner attack
+    eps: float = 0.1
+    alpha: float | None = None  # None: the attack's default relative to eps
+    steps: int = 10  # PGD / TRADES inner steps
+    noise: float = 2.0  # N-FGSM noise radius in units of eps
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str | None = None  # None: the dataset's default location
+    subset: int | None = None  # use only this many training samples
+    val_size: int = 1000
+    probe_size: int = 512
+    test_size: int = 1000
+    augment: bool | None = None  # None: crop+flip for 32x32 sets, none for 28x28
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | piecewise | cyclic | onecycle
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # piecewise: fractions of training
+    factor: float = 0.1  # piecewise: lr multiplier at each milestone
+    peak: float = 0.4  # cyclic: fraction of training at the peak
+    pct_start: float = 0.25  # onecycle: warm-up fraction
+
+
+@dataclass
+class EvalConfig:
+    pgd_steps: int = 10
+    pgd_alpha: float | None = None  # None: eps / 4
+    restarts: int = 1
+    batch_size: int = 512
+
+
+@dataclass
+class TelemetryConfig:
+    flush_every: int = 100  # steps buffered on the device between Parquet files
+
+
+@dataclass
+class TrialConfig:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    epochs: int = 5
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
+    trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
+
+
+RUN_ONLY = ("out", "trial_id", "device", "threads")  # keys that do not change what a trial computes
+
+
+class ConfigError(ValueError):
+    """A bad config value; `str()` is one line naming the field and the fix."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def from_dict(d: dict[str, Any]) -> TrialConfig:
+    """Build a TrialConfig from a nested dict (Hydra's composed config, Ray Tune's config).
+
+    OmegaConf checks field names and types against the dataclasses; its errors
+    become one-line ConfigErrors naming the field.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), d))  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        raise ConfigError(key, e.msg.splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]) from None
+
+
+def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """{"method.name": "fgsm", "attack.eps": 0.1, ...}: the form stored in config.json and ranked on."""
+    d = asdict(cfg) if is_dataclass(cfg) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def trial_id(cfg: TrialConfig) -> str:
+    """`cfg.trial_id`, or `<method>-<hash of everything a trial computes>` (so a re-run resumes)."""
+    if cfg.trial_id:
+        return cfg.trial_id
+    flat = {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}
+    digest = hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{cfg.method.name}-s{cfg.seed}-{digest}"
+
+
+def validate(cfg: TrialConfig) -> None:
+    """Raise ConfigError for the first bad value, before any work starts."""
+    from workloads.attacks import ATTACKS, SINGLE_STEP
+    from workloads.data import DATASETS
+    from workloads.methods import METHODS
+    from workloads.models import MODELS
+    from workloads.schedule import SCHEDULES
+
+    def choice(name: str, value: Any, allowed) -> None:
+        if value not in allowed:
+            raise ConfigError(name, f"unknown value {value!r}; allowed: {', '.join(sorted(allowed))}")
+
+    def positive(name: str, value: Any, integer: bool = False, zero: bool = False) -> None:
+        kind = int if integer else (int, float)
+        ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (value == 0 and not zero):
+            what = "integer" if integer else "number"
+            raise ConfigError(name, f"must be a {'non-negative' if zero else 'positive'} {what}, got {value!r}")
+
+    choice("method.name", cfg.method.name, METHODS)
+    choice("data.name", cfg.data.name, DATASETS)
+    choice("model.name", cfg.model.name, MODELS)
+    choice("schedule.name", cfg.schedule.name, SCHEDULES)
+    if cfg.attack.name is not None:
+        choice("attack.name", cfg.attack.name, ATTACKS)
+    if cfg.method.name == "der":
+        choice("method.base", cfg.method.base, (*SINGLE_STEP, "pgd"))
+    positive("attack.eps", cfg.attack.eps, zero=cfg.method.name == "erm")
+    if cfg.attack.eps > 1:
+        raise ConfigError("attack.eps", f"must be at most 1 (inputs are in [0,1]), got {cfg.attack.eps}")
+    if cfg.attack.alpha is not None:
+        positive("attack.alpha", cfg.attack.alpha)
+    for name in ("attack.steps", "epochs", "batch_size", "eval.pgd_steps", "eval.restarts", "eval.batch_size",
+                 "telemetry.flush_every", "data.val_size", "data.probe_size", "data.test_size",
+                 "method.sgld_steps", "method.buffer_size"):
+        section, _, key = name.rpartition(".")
+        positive(name, getattr(getattr(cfg, section) if section else cfg, key), integer=True)
+    for name in ("optim.lr", "method.sgld_step_size"):
+        section, key = name.split(".")
+        positive(name, getattr(getattr(cfg, section), key))
+    for name in ("method.beta", "method.gamma", "optim.weight_decay", "optim.momentum", "method.sgld_noise"):
+        section, key = name.split(".")
+        positive(name, getattr(getattr(cfg, section), key), zero=True)
+    if not 0 <= cfg.method.reinit <= 1:
+        raise ConfigError("method.reinit", f"must be a probability in [0,1], got {cfg.method.reinit}")
+    if cfg.data.subset is not None:
+        positive("data.subset", cfg.data.subset, integer=True)
+    if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
+        raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
+                          f"{cfg.data.name} files")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError("device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")

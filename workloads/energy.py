@@ -1,0 +1,25 @@
+"""Energies of a classifier read as an energy-based model (METHODS.md section 1).
+
+All energies are computed in fp32, also when the logits come out of a bf16/fp16
+autocast region: logsumexp of half-precision logits loses the small deltas
+between natural and adversarial samples that the telemetry is about.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def marginal_energy(logits: Tensor) -> Tensor:
+    """E(x) = -logsumexp_k f(x)[k], one value per sample."""
+    return -torch.logsumexp(logits.float(), dim=1)
+
+
+def joint_energy(logits: Tensor, y: Tensor) -> Tensor:
+    """E(x, y) = -f(x)[y], one value per sample."""
+    return -logits.float().gather(1, y[:, None]).squeeze(1)
+
+
+def delta_energy(e_nat: Tensor, e_adv: Tensor) -> Tensor:
+    """dE = E(x) - E(x*) (the WEAT/DER sign convention); works for marginal and joint energies."""
+    return e_nat - e_adv

@@ -1,0 +1,98 @@
+"""The Parquet tables a trial writes: column names, types and meanings.
+
+One source of truth for the writer (workloads), the readers (analysis) and the
+README's schema section. Bump `SCHEMA_VERSION` when a column is added; readers
+scan with these schemas so older files read the new columns as null.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+# (column, arrow type, meaning)
+Column = tuple[str, pa.DataType, str]
+
+_KEYS: list[Column] = [
+    ("schema_version", pa.int16(), "version of this schema the row was written with"),
+    ("trial", pa.string(), "trial id (also the hive partition `trial=<id>`)"),
+    ("method", pa.string(), "registered AT method name"),
+    ("epoch", pa.int32(), "0-based epoch"),
+    ("step", pa.int64(), "0-based global optimiser step (epoch tables: the last step of the epoch)"),
+]
+
+_ENERGIES: list[Column] = [
+    ("e_nat", pa.float32(), "mean marginal energy E(x) = -logsumexp f(x)"),
+    ("e_adv", pa.float32(), "mean marginal energy E(x*) of the adversarial examples"),
+    ("e_nat_y", pa.float32(), "mean joint energy E(x,y) = -f(x)[y]"),
+    ("e_adv_y", pa.float32(), "mean joint energy E(x*,y)"),
+    ("de", pa.float32(), "mean delta energy dE(x) = E(x) - E(x*)"),
+    ("de_y", pa.float32(), "mean delta joint energy dE(x,y) = E(x,y) - E(x*,y)"),
+    ("de_std", pa.float32(), "standard deviation of dE(x) over the samples"),
+]
+
+BATCHES: list[Column] = _KEYS + [
+    ("lr", pa.float32(), "learning rate used for this step"),
+    ("loss", pa.float32(), "training loss of the step"),
+    ("acc_nat", pa.float32(), "accuracy on the natural batch"),
+    ("acc_adv", pa.float32(), "accuracy on the training adversarial batch"),
+    *_ENERGIES,
+    ("reg", pa.float32(), "method regulariser value (TRADES/MART/WEAT KL term, DER hinge, JEAT SGLD term); null if none"),
+    ("weat_w", pa.float32(), "WEAT: mean sample weight 1/softplus(|E(x)|); null for other methods"),
+    ("aae_frac", pa.float32(), "DER on single-step AT: share of abnormal adversarial examples; null otherwise"),
+    ("wall_time", pa.float64(), "host UNIX time when the step was issued (GPU work may finish later)"),
+]
+
+EPOCHS: list[Column] = _KEYS + [
+    ("split", pa.string(), "'probe' (fixed training subset) or 'val' (held-out validation)"),
+    ("n", pa.int32(), "samples evaluated"),
+    ("acc_nat", pa.float32(), "clean accuracy"),
+    ("acc_pgd", pa.float32(), "accuracy under the evaluation PGD attack (the classic CO rule reads split='probe')"),
+    *_ENERGIES,
+    ("lr", pa.float32(), "learning rate at the end of the epoch"),
+    ("train_loss", pa.float32(), "mean training loss over the epoch's steps"),
+    ("wall_time", pa.float64(), "host UNIX time at the end of the evaluation"),
+]
+
+PROBES: list[Column] = [
+    ("schema_version", pa.int16(), "version of this schema the row was written with"),
+    ("trial", pa.string(), "trial id"),
+    ("epoch", pa.int32(), "0-based epoch"),
+    ("sample_id", pa.int64(), "index of the sample in the original training set"),
+    ("label", pa.int16(), "true class"),
+    ("e_nat", pa.float32(), "E(x)"),
+    ("e_adv", pa.float32(), "E(x*) under the evaluation PGD attack"),
+    ("e_nat_y", pa.float32(), "E(x,y)"),
+    ("e_adv_y", pa.float32(), "E(x*,y)"),
+    ("correct_nat", pa.bool_(), "prediction on x is right"),
+    ("correct_adv", pa.bool_(), "prediction on x* is right"),
+]
+
+EVENTS: list[Column] = [
+    ("schema_version", pa.int16(), "version of this schema the row was written with"),
+    ("trial", pa.string(), "trial id"),
+    ("kind", pa.string(), "detector name (co_energy, co_pgd_probe, ro, nan)"),
+    ("epoch", pa.int32(), "epoch of the onset"),
+    ("step", pa.int64(), "global step of the onset (null if epoch-level)"),
+    ("score", pa.float64(), "detector statistic at the onset"),
+    ("evidence", pa.string(), "human-readable reason"),
+    ("action", pa.string(), "'stopped' when the online stopper ended the trial, else 'logged'"),
+]
+
+TABLES: dict[str, list[Column]] = {
+    "batches": BATCHES,
+    "epochs": EPOCHS,
+    "probes": PROBES,
+    "events": EVENTS,
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The pyarrow schema of `table` (one of TABLES)."""
+    return pa.schema([pa.field(name, dtype) for name, dtype, _ in TABLES[table]])
+
+
+def markdown(table: str) -> str:
+    """The table's schema as a Markdown table (for the README)."""
+    rows = [f"| `{n}` | {t} | {m} |" for n, t, m in TABLES[table]]
+    return "\n".join(["| column | type | meaning |", "|---|---|---|", *rows])

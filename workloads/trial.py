@@ -1,0 +1,278 @@
+"""One adversarial-training trial: the single training loop every method shares.
+
+config -> data, model, method -> per-step telemetry -> per-epoch evaluation ->
+checkpoint. A trial resumes from its last checkpoint when run again with the same
+config, and its logs end exactly once per (trial, step).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from workloads.attacks import ATTACKS, default_alpha
+from workloads.config import TrialConfig, flatten, trial_id, validate
+from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
+from workloads.evaluate import evaluate_pgd
+from workloads.methods import Logits, get_method
+from workloads.methods.sgld import ReplayBuffer
+from workloads.models import build_model
+from workloads.schedule import lr_at
+from workloads.telemetry import EnergyLog, batch_stats
+
+# on_epoch(metrics) -> None to continue, or a reason string to stop the trial (early stopping).
+EpochCallback = Callable[[dict], "str | None"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def frozen_norm_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode forward that leaves BatchNorm running statistics untouched (momentum 0)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+def _atomic_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class Trial:
+    """An AT trial built from a validated `TrialConfig`; `run()` trains, logs, evaluates, checkpoints."""
+
+    def __init__(self, cfg: TrialConfig, data: Dataset | None = None):
+        validate(cfg)
+        self.cfg, self.id = cfg, trial_id(cfg)
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        d = cfg.data
+        self.data = data or load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size,
+                                         probe_size=d.probe_size, test_size=d.test_size, seed=cfg.seed,
+                                         device=self.device)
+        self.augment = self.data.augment if d.augment is None else d.augment
+        c, h, _ = self.data.shape
+        info = DATASETS[d.name]
+        self.model = build_model(cfg.model.name, self.data.num_classes, c, h, info.mean, info.std).to(self.device)
+        self.method = get_method(cfg.method.name)
+        self.attack = self.method.attack_name(cfg.method, cfg.attack.name)
+        self.alpha = cfg.attack.alpha or default_alpha(self.attack, cfg.attack.eps)
+        o = cfg.optim
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.sgld = (ReplayBuffer(self.data.shape, cfg.method.buffer_size, cfg.method.reinit, self.device)
+                     if self.method.uses_sgld else None)
+        self.steps_per_epoch = num_batches(len(self.data.train), cfg.batch_size, drop_last=False)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
+        self.checkpoint_dir = self.out / "checkpoints" / f"trial={self.id}"
+        self.trial_dir = self.out / "trials" / f"trial={self.id}"
+        self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every, self.device)
+        self.resumed = self._resume()
+
+    # --- one step -------------------------------------------------------------------------------
+    def _attack(self, x: torch.Tensor, y: torch.Tensor):
+        a = self.cfg.attack
+        fn = ATTACKS[self.attack]
+        if self.attack in ("pgd", "trades_kl"):
+            return fn(self.model, x, y, a.eps, self.alpha, steps=a.steps)
+        if self.attack == "n_fgsm":
+            return fn(self.model, x, y, a.eps, self.alpha, noise=a.noise)
+        return fn(self.model, x, y, a.eps, self.alpha)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
+        """One optimiser step of the method; returns the telemetry stats (device tensors, no host sync)."""
+        m, model = self.method, self.model
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        result = self._attack(x, y) if m.adversarial else None
+        x_adv = result.x_adv if result else x
+        logits_adv = model(x_adv)
+        logits_nat = model(x) if m.uses_nat else (logits_adv if not m.adversarial else None)
+        x_sgld = None
+        if m.uses_sgld:
+            p = self.cfg.method
+            x_sgld = self.sgld.sample(model, len(x), p.sgld_steps, p.sgld_step_size, p.sgld_noise)
+        logits = Logits(y=y, adv=logits_adv, nat=logits_nat, start=result.logits_start if result else None,
+                        sgld=model(x_sgld) if x_sgld is not None else None)
+        terms = m.loss(logits, self.cfg.method)
+        self.opt.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        self.opt.step()
+
+        if logits_nat is None:  # telemetry needs f(x): reuse the attack's if it started at x
+            if result.start_is_natural:
+                logits_nat = result.logits_start
+            else:
+                with torch.no_grad(), frozen_norm_stats(model):
+                    logits_nat = model(x)
+        stats = batch_stats(logits_nat.detach(), logits_adv.detach(), y)
+        stats["loss"] = terms.loss.detach()
+        stats.update({k: v for k in ("reg", "weat_w", "aae_frac") if (v := getattr(terms, k)) is not None})
+        return stats
+
+    # --- epochs ---------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int, progress: bool = False) -> str | None:
+        """Train one epoch; returns a divergence reason if a NaN/inf loss was logged."""
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        loss_sum, first = torch.zeros((), device=self.device), self.step
+        for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment, generator=gen):
+            lr = lr_at(self.step, self.total_steps, cfg.optim.lr, cfg.schedule)
+            stats = self.train_step(x, y, lr)
+            loss_sum += stats["loss"]
+            self.log.log_step(epoch, self.step, lr, stats)
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+            if self.log.pending == 0:  # just flushed: one cheap host sync every flush_every steps
+                if self.log.diverged():
+                    return f"non-finite loss before step {self.step}"
+                if bar is not None:
+                    last = self.log.last_flush
+                    bar.set_postfix(loss=f"{last['loss'].mean():.3f}", acc_adv=f"{last['acc_adv'].mean():.3f}",
+                                    de=f"{last['de'].mean():.3f}")
+        self.log.flush()
+        if bar is not None:
+            bar.close()
+        self.epoch_loss = (loss_sum / max(self.step - first, 1)).item()
+        return f"non-finite loss in epoch {epoch}" if self.log.diverged() else None
+
+    def evaluate_epoch(self, epoch: int) -> dict:
+        """PGD evaluation of the probe and validation splits; writes `epochs` and `probes` rows."""
+        cfg, ev = self.cfg, self.cfg.eval
+        alpha = ev.pgd_alpha or cfg.attack.eps / 4
+        lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.optim.lr, cfg.schedule)
+        rows: dict[str, list] = {}
+        metrics: dict = {"epoch": epoch, "step": self.step - 1}
+        for split_name, split in (("probe", self.data.probe), ("val", self.data.val)):
+            per = evaluate_pgd(self.model, split, cfg.attack.eps, alpha, ev.pgd_steps, ev.restarts, ev.batch_size)
+            summary = per.summary()
+            row = {"epoch": epoch, "step": self.step - 1, "split": split_name, **summary, "lr": lr,
+                   "train_loss": self.epoch_loss, "wall_time": time.time()}
+            for k, v in row.items():
+                rows.setdefault(k, []).append(v)
+            metrics.update({f"{split_name}_{k}": v for k, v in summary.items()})
+            if split_name == "probe":
+                n = len(per.ids)
+                self.log.write("probes", {
+                    "epoch": [epoch] * n, "sample_id": per.ids.numpy(), "label": per.labels.numpy().astype("int16"),
+                    "e_nat": per.e_nat.numpy(), "e_adv": per.e_adv.numpy(), "e_nat_y": per.e_nat_y.numpy(),
+                    "e_adv_y": per.e_adv_y.numpy(), "correct_nat": per.correct_nat.numpy(),
+                    "correct_adv": per.correct_adv.numpy()})
+        self.log.write("epochs", rows)
+        metrics["train_loss"] = self.epoch_loss
+        return metrics
+
+    # --- the whole trial ------------------------------------------------------------------------
+    def run(self, on_epoch: EpochCallback | None = None, progress: bool = False) -> dict:
+        """Train from the current epoch to `cfg.epochs`; returns the summary also written to result.json."""
+        _atomic_json(self.trial_dir / "config.json", flatten(self.cfg) | {"trial_id": self.id})
+        _atomic_json(self.trial_dir / "result.json", self._result("running", None))
+        started = time.time()
+        status, reason = "finished", None
+        for epoch in range(self.epoch, self.cfg.epochs):
+            reason = self.train_epoch(epoch, progress)
+            if reason:
+                status = "diverged"
+                break
+            metrics = self.evaluate_epoch(epoch)
+            if metrics["val_acc_pgd"] > self.best["acc_pgd"]:
+                self.best = {"acc_pgd": metrics["val_acc_pgd"], "epoch": epoch}
+                self._save(self.checkpoint_dir / "best.pt", weights_only=True)
+            self.epoch = epoch + 1
+            self._save(self.checkpoint_dir / "last.pt")
+            stop = on_epoch(metrics) if on_epoch else None
+            if stop:
+                status, reason = "stopped", stop
+                break
+        summary = self._result(status, reason) | {"seconds": time.time() - started}
+        if status == "finished":
+            summary |= self.final_evaluation()
+        _atomic_json(self.trial_dir / "result.json", summary)
+        return summary
+
+    def final_evaluation(self) -> dict:
+        """Clean and PGD accuracy of the last model on the test split."""
+        ev = self.cfg.eval
+        per = evaluate_pgd(self.model, self.data.test, self.cfg.attack.eps, ev.pgd_alpha or self.cfg.attack.eps / 4,
+                           ev.pgd_steps, ev.restarts, ev.batch_size)
+        s = per.summary()
+        return {"test_n": s["n"], "test_acc_nat": s["acc_nat"], "test_acc_pgd": s["acc_pgd"]}
+
+    def _result(self, status: str, reason: str | None) -> dict:
+        return {"trial": self.id, "status": status, "reason": reason, "epochs_done": self.epoch,
+                "steps_done": self.step, "best_val_acc_pgd": self.best["acc_pgd"], "best_epoch": self.best["epoch"],
+                "out": str(self.out)}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _state(self) -> dict:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
+                 "step": self.step, "best": self.best, "telemetry": self.log.seqs(),
+                 "rng_cpu": torch.get_rng_state(), "trial": self.id}
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.sgld is not None:
+            state["sgld"] = self.sgld.state_dict()
+        return state
+
+    def _save(self, path: Path, weights_only: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"model": self.model.state_dict(), "epoch": self.epoch} if weights_only else self._state(), tmp)
+        os.replace(tmp, path)
+
+    def _resume(self) -> bool:
+        """Load last.pt if there is one, and drop telemetry written after it."""
+        path = self.checkpoint_dir / "last.pt"
+        if path.exists():
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+            torch.set_rng_state(state["rng_cpu"])
+            if "rng_cuda" in state:
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            if self.sgld is not None:
+                self.sgld.load_state_dict(state["sgld"])
+            seqs = state["telemetry"]
+        else:
+            seqs = {}
+        for table, part in self.log.parts.items():
+            part.seq = seqs.get(table, 0)
+        self.log.truncate()
+        return path.exists()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
