@@ -85,17 +85,13 @@ def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
 def _ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
     """`cols` of batches, each trial contiguous in step order, re-logged steps dropped.
 
-    Files are read in (trial, part) order, so the sort is usually skipped; a
+    Sweep.scan reads files in (trial, part) order, so the sort is usually skipped; a
     resumed trial may log a step twice, the later row (later part) is kept.
     """
     df = _lazy(batches).select(cols).collect()
-    same = pl.col("trial") == pl.col("trial").shift()
-    check = df.select(
-        runs=(~same).fill_null(True).sum(),
-        trials=pl.col("trial").n_unique(),
-        back=(same & (pl.col("step") < pl.col("step").shift())).any(),
-    ).row(0)
-    if check[0] != check[1] or check[2]:
+    prev_trial, prev_step = pl.col("trial").shift(), pl.col("step").shift()
+    unordered = (pl.col("trial") < prev_trial) | ((pl.col("trial") == prev_trial) & (pl.col("step") < prev_step))
+    if df.select(unordered.any()).item():
         df = df.sort("trial", "step", maintain_order=True)
     dup = (pl.col("trial") == pl.col("trial").shift(-1)) & (pl.col("step") == pl.col("step").shift(-1))
     return df.filter(~dup.fill_null(False))
@@ -456,6 +452,8 @@ def detect(
     probes: Frame | None = None,
 ) -> pl.DataFrame:
     """All detectors with default thresholds on whichever tables are given."""
+    if batches is not None:  # read once for co_energy and nan
+        batches = _ordered_batches(batches, ["trial", "epoch", "step", "loss", *ENERGY_COLS])
     parts = [co_energy(batches, epochs, probes)]
     if epochs is not None:
         parts += [co_pgd_probe(epochs), ro(epochs)]

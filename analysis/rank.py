@@ -128,3 +128,16 @@ def export(frame: pl.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     writers[path.suffix](path)
     return path
+
+
+def display(table: pl.DataFrame) -> pl.DataFrame:
+    """The ranking with `mean ± std` text columns, for printing and the HTML report."""
+    keys = [c for c in table.columns if c not in ("n", "n_failed", "co_rate")
+            and not c.endswith(("_mean", "_std"))]
+
+    def pm(m: str) -> pl.Expr:
+        mean, std = pl.col(f"{m}_mean").round(3), pl.col(f"{m}_std").round(3)
+        text = mean.cast(pl.String) + pl.when(std.is_not_null()).then(" ± " + std.cast(pl.String)).otherwise(pl.lit(""))
+        return text.fill_null("-").alias(m)
+
+    return table.select(*keys, "n", "n_failed", *(pm(m) for m in METRICS), pl.col("co_rate").round(2))

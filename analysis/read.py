@@ -92,16 +92,14 @@ class Sweep:
             raise SweepError(f"sweep directory not found: {', '.join(missing)}")
 
     def files(self, table: str) -> list[Path]:
-        """Valid, visible parquet files of `table`, sorted by trial and part."""
+        """Valid, visible parquet files of `table`, sorted by trial id and part (over all dirs)."""
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
         if table not in self._files:
-            found = [
-                p
-                for d in self.dirs
-                for p in sorted((d / table).glob("trial=*/*.parquet"))
-                if not _hidden(p, d)
-            ]
+            found = sorted(
+                (p for d in self.dirs for p in (d / table).glob("trial=*/*.parquet") if not _hidden(p, d)),
+                key=lambda p: (p.parent.name, p.name),  # trial id, then part sequence
+            )
             with ThreadPoolExecutor(max_workers=8) as pool:
                 reasons = list(pool.map(lambda p: check_file(p, table), found))
             good = []

@@ -14,7 +14,8 @@
 # $ENERGY_AT_SLURM_DIR (default /tmp/energy-at-slurm).  The config goes to
 # /etc/slurm/slurm.conf and /etc/slurm/slurmdbd.conf, the paths Slurm reads by
 # default, so plain sbatch/sinfo/submitit work from any process without extra
-# env.  Consequence: one such cluster per machine.
+# env.  Consequence: one such cluster per machine; `stop` it before switching
+# ENERGY_AT_SLURM_DIR (the mysql user must be able to traverse that path).
 set -euo pipefail
 
 DEFAULT_BASE=/tmp/energy-at-slurm
@@ -38,8 +39,6 @@ RUN=$BASE/run
 LOG=$BASE/log
 MYSQL_RUN=$RUN/mysqld     # must be owned by mysql, else mariadbd cannot write its pid file (then segfaults)
 MYSQL_SOCK=$MYSQL_RUN/mysqld.sock
-# Throw-away accounting DB: trade durability for speed (fsyncs dominated start time).
-MYSQL_FAST=(--innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --innodb-flush-method=nosync --innodb-log-file-size=16M)
 
 say() { echo "[slurm_local] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -53,7 +52,7 @@ alive() {
     pid=$(<"$pidfile")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
-    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]]
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]]
 }
 
 any_alive() {
@@ -106,9 +105,9 @@ wait_for() {
 show_log() {
     local f
     for f in "$@"; do
-        [[ -e $f ]] || continue
-        echo "----- tail -n 40 $f" >&2
-        tail -n 40 "$f" >&2 || true
+        [[ -s $f ]] || continue
+        echo "----- tail -n 25 $f" >&2
+        tail -n 25 "$f" >&2 || true
     done
 }
 
@@ -265,7 +264,7 @@ start_mariadb() {
     if [[ ! -d $BASE/mysql/mysql ]]; then
         say "initialising MariaDB data dir"
         mariadb-install-db --no-defaults --user=mysql --datadir="$BASE/mysql" \
-            --skip-test-db --auth-root-authentication-method=socket "${MYSQL_FAST[@]}" \
+            --skip-test-db --auth-root-authentication-method=socket \
             >>"$LOG/mariadb-install.log" 2>&1 || { show_log "$LOG/mariadb-install.log"; die "mariadb-install-db failed"; }
     fi
     say "starting mariadbd"
@@ -273,7 +272,7 @@ start_mariadb() {
     # inherited stdio so callers capturing our output do not hang on the pipe.
     setsid mariadbd --no-defaults --user=mysql --datadir="$BASE/mysql" \
         --socket="$MYSQL_SOCK" --pid-file="$MYSQL_RUN/mysqld.pid" \
-        --port=$DB_PORT --bind-address=127.0.0.1 --skip-name-resolve "${MYSQL_FAST[@]}" \
+        --port=$DB_PORT --bind-address=127.0.0.1 --skip-name-resolve \
         </dev/null >>"$LOG/mariadb.log" 2>&1 &
     wait_for "mariadbd" "$LOG/mariadb.log" db_admin -e 'SELECT 1'
     # Idempotent DB/user setup (--skip-name-resolve: TCP clients are '127.0.0.1').
@@ -311,7 +310,7 @@ start_slurmd() {
 # Wait until every node is usable: idle (or mixed/allocated/completing when
 # jobs are already running on a re-start). DOWN/DRAIN nodes get resumed.
 wait_nodes_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT_S)) states node state ready
+    local t0=$SECONDS deadline=$((SECONDS + START_TIMEOUT_S)) states node state ready dead
     while true; do
         states=$(sinfo -h -N -o '%N %T' 2>/dev/null || true)
         ready=0
@@ -319,14 +318,23 @@ wait_nodes_ready() {
             [[ -n $node ]] || continue
             case $state in
                 idle | mixed | allocated | completing) ready=$((ready + 1)) ;;
-                down | drained | draining | fail | failing | drain*)
-                    # '*' suffix (not responding) falls through to waiting below.
+                down | drained | draining | drain | fail | failing)
+                    # (A '*' suffix = slurmd not responding yet: just keep waiting.)
                     scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true ;;
             esac
         done <<<"$states"
         ((ready == ${#SLURMD_NODES[@]})) && return 0
-        if ((SECONDS >= deadline)); then
-            say "timed out after ${START_TIMEOUT_S}s waiting for nodes; sinfo says:"
+        # A slurmd that died (bad config, port in use) will never register:
+        # fail now instead of at the deadline (after a grace period for its pid file).
+        dead=
+        if ((SECONDS - t0 >= 3)); then
+            for node in "${SLURMD_NODES[@]}"; do
+                alive slurmd "$RUN/slurmd-$node.pid" || dead+=" $node"
+            done
+        fi
+        if [[ -n $dead ]] || ((SECONDS >= deadline)); then
+            if [[ -n $dead ]]; then say "slurmd exited for node(s):$dead"; fi
+            say "nodes not ready after $((SECONDS - t0))s; sinfo says:"
             echo "$states" >&2
             scontrol show node 2>/dev/null | grep -E 'NodeName|State=|Reason' >&2 || true
             show_log "$LOG/slurmctld.log" "$LOG"/slurmd-*.log "$LOG"/slurmd-*.stderr

@@ -11,18 +11,18 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 
-from workloads.attacks import ATTACKS, default_alpha
+from workloads.attacks import ATTACKS, AttackResult, default_alpha
 from workloads.config import TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
-from workloads.methods import Logits, get_method
+from workloads.methods import Logits, Terms, get_method
 from workloads.methods.sgld import ReplayBuffer
 from workloads.models import build_model
 from workloads.schedule import lr_at
@@ -50,6 +50,17 @@ def frozen_norm_stats(model: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
+
+
+@dataclass
+class Step:
+    """What one optimiser step computed (telemetry reads it after the update)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    logits: Logits
+    terms: Terms
+    attack: AttackResult | None
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
@@ -104,8 +115,8 @@ class Trial:
             return fn(self.model, x, y, a.eps, self.alpha, noise=a.noise)
         return fn(self.model, x, y, a.eps, self.alpha)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
-        """One optimiser step of the method; returns the telemetry stats (device tensors, no host sync)."""
+    def optimise(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> Step:
+        """One optimiser step of the method: attack, logits, loss, update."""
         m, model = self.method, self.model
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -124,16 +135,20 @@ class Trial:
         self.opt.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.opt.step()
+        return Step(x, y, logits, terms, result)
 
-        if logits_nat is None:  # telemetry needs f(x): reuse the attack's if it started at x
-            if result.start_is_natural:
-                logits_nat = result.logits_start
+    def telemetry(self, s: Step) -> dict[str, torch.Tensor]:
+        """The `batches` stats of a step (device tensors, no host sync)."""
+        logits_nat = s.logits.nat
+        if logits_nat is None:  # f(x) not computed by the method: reuse the attack's if it started at x
+            if s.attack.start_is_natural:
+                logits_nat = s.attack.logits_start
             else:
-                with torch.no_grad(), frozen_norm_stats(model):
-                    logits_nat = model(x)
-        stats = batch_stats(logits_nat.detach(), logits_adv.detach(), y)
-        stats["loss"] = terms.loss.detach()
-        stats.update({k: v for k in ("reg", "weat_w", "aae_frac") if (v := getattr(terms, k)) is not None})
+                with torch.no_grad(), frozen_norm_stats(self.model):
+                    logits_nat = self.model(s.x)
+        stats = batch_stats(logits_nat.detach(), s.logits.adv.detach(), s.y)
+        stats["loss"] = s.terms.loss.detach()
+        stats.update({k: v for k in ("reg", "weat_w", "aae_frac") if (v := getattr(s.terms, k)) is not None})
         return stats
 
     # --- epochs ---------------------------------------------------------------------------------
@@ -145,7 +160,7 @@ class Trial:
         loss_sum, first = torch.zeros((), device=self.device), self.step
         for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment, generator=gen):
             lr = lr_at(self.step, self.total_steps, cfg.optim.lr, cfg.schedule)
-            stats = self.train_step(x, y, lr)
+            stats = self.telemetry(self.optimise(x, y, lr))
             loss_sum += stats["loss"]
             self.log.log_step(epoch, self.step, lr, stats)
             self.step += 1

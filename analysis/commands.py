@@ -1,0 +1,141 @@
+"""`energy-at report | query | detect`: each takes argv (list[str]) and returns an exit code.
+
+Exit codes: 0 ok; 2 usage error, missing sweep dir, no telemetry tables, bad query.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from analysis import detectors
+from analysis.rank import display, export
+from analysis.read import Sweep, SweepError
+from analysis.report import build
+from analysis.sql import QueryError, run_sql
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+
+
+def _sweep(dirs: list[str]) -> Sweep:
+    sweep = Sweep(dirs)
+    sweep.require_tables()
+    return sweep
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_table(frame: pl.DataFrame, rows: int = -1) -> None:
+    with pl.Config(tbl_rows=rows, tbl_cols=-1, tbl_width_chars=240, fmt_str_lengths=200,
+                   tbl_hide_dataframe_shape=True):
+        print(frame)
+
+
+def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (SweepError, QueryError, ValueError, KeyError) as exc:
+            return _fail(str(exc).strip("'\""))
+    return wrapped
+
+
+def report(argv: list[str]) -> int:
+    """energy-at report <sweep_dir>... [--out FILE.html]"""
+    parser = argparse.ArgumentParser(prog="energy-at report", description="HTML report of one or many sweeps")
+    parser.add_argument("sweep_dirs", nargs="+")
+    parser.add_argument("--out", help="HTML file (default <first sweep_dir>/report.html)")
+    parser.add_argument("--max-points", type=int, default=2000, help="batch points per trial plot")
+    parser.add_argument("--max-trials", type=int, default=None, help="plot at most this many trials")
+    parser.add_argument("--ranking", help="also export the ranking (.csv, .json or .parquet)")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    @_guarded
+    def run(args: argparse.Namespace) -> int:
+        sweep = _sweep(args.sweep_dirs)
+        out = Path(args.out) if args.out else Path(args.sweep_dirs[0]) / "report.html"
+        result = build(sweep, out, max_points=args.max_points, max_trials=args.max_trials)
+        if args.ranking:
+            export(result.ranking, args.ranking)
+        _print_table(display(result.ranking))
+        print(f"report: {result.path}")
+        return 0
+
+    return run(args)
+
+
+def query(argv: list[str]) -> int:
+    """energy-at query <sweep_dir> "<SQL>" [--format table|csv|json|parquet] [--output FILE]"""
+    parser = argparse.ArgumentParser(
+        prog="energy-at query",
+        description="polars SQL over tables batches, epochs, probes, events, trials",
+    )
+    parser.add_argument("sweep_dir")
+    parser.add_argument("sql")
+    parser.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    parser.add_argument("--output", help="write here instead of stdout (required for parquet)")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    @_guarded
+    def run(args: argparse.Namespace) -> int:
+        if args.format == "parquet" and not args.output:
+            return _fail("--format parquet needs --output FILE")
+        result = run_sql(_sweep([args.sweep_dir]), args.sql)
+        return _emit(result, args.format, args.output)
+
+    return run(args)
+
+
+def _emit(frame: pl.DataFrame, fmt: str, output: str | None) -> int:
+    if fmt == "parquet":
+        frame.write_parquet(output)
+    elif fmt == "table":
+        if output:
+            with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=200):
+                Path(output).write_text(str(frame) + "\n")
+        else:
+            _print_table(frame, rows=100)
+    else:
+        text = frame.write_csv() if fmt == "csv" else json.dumps(frame.to_dicts(), default=str) + "\n"
+        if output:
+            Path(output).write_text(text)
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+def detect(argv: list[str]) -> int:
+    """energy-at detect <sweep_dir>... [--format table|json|csv]"""
+    parser = argparse.ArgumentParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
+    parser.add_argument("sweep_dirs", nargs="+")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    args = _parse(parser, argv)
+    if isinstance(args, int):
+        return args
+
+    @_guarded
+    def run(args: argparse.Namespace) -> int:
+        sweep = _sweep(args.sweep_dirs)
+        events = detectors.detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"))
+        if args.format == "table":
+            _print_table(events.drop("schema_version"))
+            return 0
+        return _emit(events, args.format, None)
+
+    return run(args)

@@ -1,0 +1,133 @@
+"""Detectors on synthetic streams: CO/RO/NaN found where injected, silence on healthy runs,
+causality (prefix property), events schema."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from test_analysis_synth import SHAPES, prefix, synth_trial
+
+from analysis.detectors import EVENT_SCHEMA, co_energy, co_pgd_probe, detect, nan, ro
+
+STEPS = 50
+
+
+def frames(*trials: dict[str, pa.Table]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    return tuple(pl.concat([pl.from_arrow(t[name]) for t in trials]) for name in ("batches", "epochs", "probes"))
+
+
+def sources(events: pl.DataFrame) -> dict[str, int]:
+    """evidence source ('batch', 'epoch', 'probe', ...) -> epoch, for one trial's events."""
+    return {ev.split(":")[0]: epoch for ev, epoch in events.select("evidence", "epoch").iter_rows()}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("k", [3, 7])
+def test_co_found_at_injected_epoch(shape: str, k: int) -> None:
+    b, e, p = frames(synth_trial("t", shape=shape, co_epoch=k, epochs=12, steps=STEPS, seed=k))
+    energy = co_energy(b, e, p)
+    assert sources(energy) == {"batch": k, "epoch": k, "probe": k}
+    batch_step = energy.filter(pl.col("step").is_not_null())["step"].item()
+    assert k * STEPS <= batch_step < k * STEPS + 20  # within the persistence window
+    classic = co_pgd_probe(e)
+    assert classic.select("trial", "kind", "epoch").rows() == [("t", "co_pgd_probe", k)]
+    assert classic["score"].item() > 0.2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_healthy_streams_give_no_events(shape: str, seed: int) -> None:
+    b, e, p = frames(synth_trial("t", shape=shape, epochs=20, steps=STEPS, seed=seed))
+    events = detect(b, e, p)
+    assert events.is_empty(), events["evidence"].to_list()
+
+
+def test_ro_found_and_not_confused_with_co() -> None:
+    b, e, p = frames(
+        synth_trial("ro", epochs=20, steps=20, ro_peak=8, seed=1),
+        synth_trial("co", epochs=20, steps=20, co_epoch=8, seed=1),
+    )
+    events = ro(e)
+    assert events["trial"].to_list() == ["ro"]
+    # val falls 0.03/epoch after epoch 8; the 3-epoch mean is 0.05 below its peak 2-4 epochs later
+    assert 10 <= events["epoch"].item() <= 13
+    assert events["score"].item() >= 0.05
+    assert "probe dE" in events["evidence"].item()
+    # with the energy condition required it still fires (dE drifts -0.06/epoch after the peak)
+    assert ro(e, energy_drop=0.1)["trial"].to_list() == ["ro"]
+    assert ro(e, energy_drop=5.0).is_empty()
+    # the RO trial has no CO
+    assert detect(b, e, p).filter(pl.col("trial") == "ro")["kind"].to_list() == ["ro"]
+
+
+def test_nan_and_divergence() -> None:
+    nan_trial = synth_trial("nan", epochs=6, steps=STEPS, nan_step=137)
+    div = synth_trial("div", epochs=6, steps=STEPS, seed=3)
+    loss = div["batches"]["loss"].to_numpy().copy()
+    loss[200:] *= np.geomspace(5, 1e4, loss.size - 200)  # finite blow-up from step 200
+    div["batches"] = div["batches"].set_column(
+        div["batches"].schema.get_field_index("loss"), "loss", pa.array(loss, pa.float32())
+    )
+    b, _, _ = frames(nan_trial, div)
+    events = nan(b)
+    rows = {(t, ev.split(":")[0]): step for t, ev, step in events.select("trial", "evidence", "step").iter_rows()}
+    assert rows[("nan", "nonfinite")] == 137
+    assert "loss" in events.filter(pl.col("trial") == "nan")["evidence"].item()
+    # by hand: loss > 10x the mean of all earlier losses, 5 batches in a row
+    high = np.array([t >= 50 and loss[t] > 10 * loss[:t].mean() for t in range(loss.size)])
+    run5 = np.convolve(high, np.ones(5), "valid") == 5
+    assert rows[("div", "diverged")] == 4 + int(np.argmax(run5)) > 200
+    assert ("div", "nonfinite") not in rows
+
+
+def test_prefix_property() -> None:
+    """Running on what the stopper has seen so far = the full run's events up to there."""
+    trials = [
+        synth_trial("co", co_epoch=4, epochs=10, steps=STEPS, seed=1),
+        synth_trial("warm", shape="warmup", co_epoch=6, epochs=10, steps=STEPS, seed=2),
+        synth_trial("ro", ro_peak=4, epochs=10, steps=STEPS, seed=3),
+        synth_trial("nan", nan_step=333, epochs=10, steps=STEPS, seed=4),
+        synth_trial("ok", shape="noisy", epochs=10, steps=STEPS, seed=5),
+    ]
+    full = detect(*frames(*trials))
+    assert set(full["kind"]) == {"co_energy", "co_pgd_probe", "ro", "nan"}
+    cuts = sorted({*range(3, 10 * STEPS, 41), *range(STEPS - 1, 10 * STEPS, STEPS), 200, 214, 215, 333})
+    for last in cuts:
+        done = (last + 1) // STEPS - 1
+        part = detect(*frames(*(prefix(t, last, STEPS) for t in trials)))
+        expected = full.filter(
+            pl.when(pl.col("step").is_not_null())
+            .then(pl.col("step") <= last)
+            .otherwise(pl.col("epoch") <= done)
+        )
+        assert part.equals(expected), f"prefix up to step {last}"
+
+
+def test_events_schema_and_input_forms() -> None:
+    trial = synth_trial("t", co_epoch=5, epochs=8, steps=STEPS)
+    b, e, p = frames(trial)
+    events = detect(b, e, p)
+    assert events.schema == EVENT_SCHEMA
+    assert set(events["action"]) == {"logged"}
+    # lazy input, shuffled rows and a re-logged (duplicated) step give the same events
+    shuffled = b.sample(fraction=1.0, shuffle=True, seed=0)
+    relogged = pl.concat([b, b.filter(pl.col("step").is_between(100, 120))])
+    for batches in (b.lazy(), shuffled, relogged):
+        assert detect(batches, e.lazy(), p.lazy()).equals(events)
+    assert detect().is_empty() and detect().schema == EVENT_SCHEMA
+    empty = b.clear()
+    assert detect(empty, e.clear(), p.clear()).is_empty()
+
+
+def test_missing_energy_columns_are_silent() -> None:
+    """A method/schema version without energies (all null) raises no energy events."""
+    t = synth_trial("t", epochs=6, steps=STEPS, co_epoch=3)
+    b = t["batches"]
+    for col in ("de", "de_y", "de_std"):
+        i = b.schema.get_field_index(col)
+        b = b.set_column(i, col, pa.nulls(b.num_rows, pa.float32()))
+    events = co_energy(pl.from_arrow(b))
+    assert events.is_empty()
+    assert pc.sum(pc.is_null(b["de"])).as_py() == b.num_rows

@@ -1,0 +1,50 @@
+"""The `energy-at` command as a user runs it: a real trial, and bad configs rejected before any work."""
+import subprocess
+import sys
+
+import pytest
+
+
+def energy_at(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
+    r = energy_at("train", "method=fgsm", "attack.eps=0.3", "epochs=1", "data.subset=256", "data.val_size=64",
+                  "data.probe_size=32", "data.test_size=64", "eval.pgd_steps=2", f"out={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    assert "status     finished" in r.stdout and "PGD-2" in r.stdout
+    assert str(tmp_path) in r.stdout
+    assert list(tmp_path.glob("batches/trial=fgsm-*/part-*.parquet"))
+
+
+@pytest.mark.parametrize("override, field, hint", [
+    ("method=foo", "method", "allowed: der, erm, fgsm"),
+    ("method.name=foo", "method.name", "allowed: der, erm, fgsm"),
+    ("data=imagenet", "data", "allowed: cifar10, cifar100, fashion_mnist"),
+    ("attack.eps=-0.1", "attack.eps", "must be a positive number"),
+    ("attack.eps=abc", "attack.eps", "could not be converted"),
+    ("data.root=/no/such/dir", "data.root", "no such directory"),
+    ("model=vit", "model", "allowed: preact_resnet18"),
+    ("epochs=0", "epochs", "positive integer"),
+    ("attack.epz=0.1", "attack.epz", "not in 'AttackConfig'"),
+])
+def test_bad_config_gets_one_clear_line_and_exit_2(tmp_path, override, field, hint):
+    r = energy_at("train", override, f"out={tmp_path}")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith(f"energy-at train: error: {field}:") and hint in lines[0], lines[0]
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_missing_dataset_names_path_files_and_how_to_get_them(tmp_path):
+    r = energy_at("train", "data=cifar10", f"data.root={tmp_path}", f"out={tmp_path}/out")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert str(tmp_path) in r.stderr and "data_batch_1" in r.stderr and "cifar-10-python.tar.gz" in r.stderr
+
+
+def test_unknown_command():
+    r = energy_at("trian")
+    assert r.returncode == 2 and "allowed: train" in r.stderr
