@@ -82,19 +82,45 @@ def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
     )
 
 
-def _ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
+def ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
     """`cols` of batches, each trial contiguous in step order, re-logged steps dropped.
 
+    `trial` becomes Categorical (cheap equality on 40M rows; events cast it back).
     Sweep.scan reads files in (trial, part) order, so the sort is usually skipped; a
     resumed trial may log a step twice, the later row (later part) is kept.
     """
-    df = _lazy(batches).select(cols).collect()
-    prev_trial, prev_step = pl.col("trial").shift(), pl.col("step").shift()
-    unordered = (pl.col("trial") < prev_trial) | ((pl.col("trial") == prev_trial) & (pl.col("step") < prev_step))
-    if df.select(unordered.any()).item():
+    lf = _lazy(batches).select(cols).with_columns(pl.col("trial").cast(pl.Categorical))
+    df = lf.collect(engine="streaming")
+    same = pl.col("trial") == pl.col("trial").shift()
+    runs, trials, back = df.select(
+        runs=(~same).fill_null(True).sum(),
+        trials=pl.col("trial").n_unique(),
+        back=(same & (pl.col("step") < pl.col("step").shift())).any(),
+    ).row(0)
+    if runs != trials or back:
         df = df.sort("trial", "step", maintain_order=True)
     dup = (pl.col("trial") == pl.col("trial").shift(-1)) & (pl.col("step") == pl.col("step").shift(-1))
-    return df.filter(~dup.fill_null(False))
+    if df.select(dup.any()).item():
+        df = df.filter(~dup.fill_null(False))
+    return df
+
+
+def _first_hits(df: pl.DataFrame, hit: pl.Expr, *exprs: pl.Expr) -> pl.DataFrame:
+    """First row of each trial of an ordered batch frame where `hit` holds, with `exprs`.
+
+    Keeps only rising edges of `hit` before grouping, so no large filter or sort.
+    """
+    h = pl.col("_hit")
+    rising = h & ~(h.shift(1) & (pl.col("trial") == pl.col("trial").shift(1))).fill_null(False)
+    return (
+        df.lazy()
+        .with_columns(*exprs, _hit=hit.fill_null(False))
+        .filter(rising)
+        .group_by("trial", maintain_order=True)
+        .first()
+        .drop("_hit")
+        .collect()
+    )
 
 
 def _ordered_epochs(epochs: Frame, split: str, cols: list[str]) -> pl.LazyFrame:
@@ -113,7 +139,7 @@ def _window_count(flag: pl.Expr, window: int) -> pl.Expr:
 
     Needs trial-contiguous rows; O(n) via a global cumulative sum, no group-wise window.
     """
-    cs = flag.fill_null(False).cast(pl.Int64).cum_sum()
+    cs = flag.fill_null(False).cast(pl.Int32).cum_sum()
     full = pl.col("trial") == pl.col("trial").shift(window - 1)
     return pl.when(full).then(cs - cs.shift(window).fill_null(0))
 
@@ -176,14 +202,18 @@ def co_energy(
 
 def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
-    df = _ordered_batches(batches, ["trial", "epoch", "step", *sig])
-    df = df.with_columns(_finite(c) for c in sig)
+    df = ordered_batches(batches, ["trial", "epoch", "step", *sig])
+    # (trial, epoch) runs are contiguous: per-epoch stats by a sorted run id, mapped back by gather
+    new_run = (pl.col("trial") != pl.col("trial").shift()) | (pl.col("epoch") != pl.col("epoch").shift())
+    df = df.with_columns(
+        *(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in sig),
+        run=(new_run.fill_null(True).cast(pl.UInt32).cum_sum() - 1).set_sorted(),
+    )
     stats = (
-        df.lazy()
-        .group_by("trial", "epoch")
-        .agg(*(pl.col(c).mean().alias(f"{c}_mu") for c in sig),
-             *(pl.col(c).std().alias(f"{c}_sd") for c in sig))
-        .sort("trial", "epoch")
+        df.group_by("run", maintain_order=True)
+        .agg(pl.col("trial").first(),
+             *(pl.col(c).cast(pl.Float64).mean().alias(f"{c}_mu") for c in sig),
+             *(pl.col(c).cast(pl.Float64).std().alias(f"{c}_sd") for c in sig))
         .with_columns(n_prev=pl.int_range(pl.len()).over("trial"))
         .with_columns(
             *(_expanding(f"{c}_mu", "median").alias(f"{c}_loc") for c in sig),
@@ -196,33 +226,36 @@ def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale
                 for c in sig
             ),
         )
-        .select("trial", "epoch", "n_prev", *(f"{c}_{s}" for c in sig for s in ("loc", "scale")))
-        .collect()
     )
-    df = df.join(stats, on=["trial", "epoch"], how="left", maintain_order="left")
+    run = df["run"]
+    df = df.with_columns(
+        stats["n_prev"].gather(run),
+        *(stats[f"{c}_{s}"].cast(pl.Float32).gather(run) for c in sig for s in ("loc", "scale")),
+    )
     need = math.ceil(min_share * window)
-    found = []
+    hits = []
     for c, side in CO_SIGNALS.items():
         dev = pl.col(c) - pl.col(f"{c}_loc")
-        zc = dev / pl.col(f"{c}_scale")
-        high = (zc >= z) & (dev >= min_shift)
-        low = (zc <= -z) & (dev <= -min_shift)
+        high = (dev >= z * pl.col(f"{c}_scale")) & (dev >= min_shift)
         hit = _window_count(high, window) >= need
         if side == 0:
+            low = (dev <= -z * pl.col(f"{c}_scale")) & (dev <= -min_shift)
             hit = hit | (_window_count(low, window) >= need)
-        rows = df.lazy().select(
+        hits.append((hit & (pl.col("n_prev") >= warmup_epochs)).fill_null(False).alias(f"{c}_hit"))
+    first = _first_hits(df.with_columns(hits), pl.any_horizontal(f"{c}_hit" for c in sig))
+    # the signal that fired (largest |z| if several), scores recomputed in float64
+    candidates = pl.concat([
+        first.filter(pl.col(f"{c}_hit")).select(
             "trial", "epoch", "step",
             pl.lit(c).alias("signal"),
-            pl.col(c).alias("value"),
-            pl.col(f"{c}_loc").alias("loc"),
-            pl.col(f"{c}_scale").alias("scale"),
-            zc.alias("score"),
-            (hit & (pl.col("n_prev") >= warmup_epochs)).alias("hit"),
+            pl.col(c).cast(pl.Float64).alias("value"),
+            pl.col(f"{c}_loc").cast(pl.Float64).alias("loc"),
+            pl.col(f"{c}_scale").cast(pl.Float64).alias("scale"),
         )
-        found.append(_first(rows, pl.col("hit"), "step"))
-    first = (
-        pl.concat(found)
-        .sort("trial", "step", pl.col("score").abs(), descending=[False, False, True])
+        for c in sig
+    ]).with_columns(score=(pl.col("value") - pl.col("loc")) / pl.col("scale"))
+    chosen = (
+        candidates.sort("trial", pl.col("score").abs(), descending=[False, True], maintain_order=True)
         .group_by("trial", maintain_order=True)
         .first()
         .with_columns(
@@ -234,7 +267,7 @@ def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale
             )
         )
     )
-    return _events(first, "co_energy")
+    return _events(chosen, "co_energy")
 
 
 def _co_epoch(epochs, z, min_shift, warmup_epochs, min_scale) -> pl.DataFrame:
@@ -404,30 +437,24 @@ def nan(
       (after `min_steps` batches). score = loss / that mean.
     """
     cols = ["loss", *ENERGY_COLS]
-    df = _ordered_batches(batches, ["trial", "epoch", "step", *cols])
-    bad = [pl.col(c).cast(pl.Float64).is_nan() | pl.col(c).cast(pl.Float64).is_infinite() for c in cols]
-    nonfinite = _first(
-        df.lazy().with_columns(hit=pl.any_horizontal(bad)),
-        pl.col("hit"),
-        "step",
+    df = ordered_batches(batches, ["trial", "epoch", "step", *cols])
+    bad = [pl.col(c).is_nan() | pl.col(c).is_infinite() for c in cols]
+    nonfinite = _first_hits(
+        df, pl.any_horizontal(bad),
+        pl.concat_str([pl.when(b.fill_null(False)).then(pl.lit(c)) for b, c in zip(bad, cols)],
+                      separator=", ", ignore_nulls=True).alias("which"),
     ).with_columns(
         score=pl.lit(1.0),
-        evidence=pl.concat_str(
-            pl.lit("nonfinite: "),
-            pl.concat_str([pl.when(b.fill_null(False)).then(pl.lit(c)) for b, c in zip(bad, cols)],
-                          separator=", ", ignore_nulls=True),
-        ),
+        evidence=pl.concat_str(pl.lit("nonfinite: "), pl.col("which")),
     )
     loss = _finite("loss")
     seen = _cum_in_trial(loss.is_not_null())
-    mean_before = (_cum_in_trial(loss.fill_null(0.0)) - loss.fill_null(0.0)) / (seen - loss.is_not_null())
+    mean_before = (_cum_in_trial(loss.fill_null(0.0)) - loss.fill_null(0.0)) / (
+        seen - loss.is_not_null().cast(pl.Float64))
     ratio = loss / mean_before
     high = (ratio > factor) & (seen > min_steps)
-    diverged = _first(
-        df.lazy().with_columns(score=ratio, mean_before=mean_before,
-                               hit=_window_count(high, patience) >= patience),
-        pl.col("hit"),
-        "step",
+    diverged = _first_hits(
+        df, _window_count(high, patience) >= patience, ratio.alias("score"), mean_before.alias("mean_before"),
     ).with_columns(
         evidence=pl.concat_str(
             pl.lit(f"diverged: loss above {factor:g}x the earlier mean "), _f(pl.col("mean_before")),
@@ -453,7 +480,7 @@ def detect(
 ) -> pl.DataFrame:
     """All detectors with default thresholds on whichever tables are given."""
     if batches is not None:  # read once for co_energy and nan
-        batches = _ordered_batches(batches, ["trial", "epoch", "step", "loss", *ENERGY_COLS])
+        batches = ordered_batches(batches, ["trial", "epoch", "step", "loss", *ENERGY_COLS])
     parts = [co_energy(batches, epochs, probes)]
     if epochs is not None:
         parts += [co_pgd_probe(epochs), ro(epochs)]

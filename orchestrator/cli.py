@@ -12,6 +12,7 @@ USAGE = """usage: energy-at <command> [args]
 
 commands:
   train   [overrides]             run one adversarial-training trial (Hydra overrides, -m for multirun)
+  sweep   [overrides]             run many trials through Ray Tune (embedded Ray, or cluster=slurm)
   report  <sweep_dir>...          write the HTML report (plots, events, ranking)
   detect  <sweep_dir>...          print CO/RO/NaN events found in the energy logs
   query   <sweep_dir> "<SQL>"     SQL over the tables batches, epochs, probes, events, trials
@@ -76,8 +77,47 @@ def format_summary(s: dict, trial) -> str:
     return "\n".join(lines)
 
 
+def sweep(argv: list[str]) -> int:
+    """Plan and validate every trial, then run them through Ray Tune here or as one Slurm job."""
+    from workloads.config import ConfigError
+
+    if {"-h", "--help"} & set(argv):
+        print("usage: energy-at sweep [trial overrides in Hydra sweep syntax] [sweep.KEY=V] [cluster=slurm cluster.KEY=V]\n"
+              "  e.g. energy-at sweep method=fgsm,pgd seed=0,1,2 attack.eps=0.25 sweep.out=runs/s1\n"
+              "presets: sweep=default|smoke (orchestrator/conf/sweep/), clusters: cluster=local|slurm")
+        return 0
+    from orchestrator.sweep import Sweep
+
+    try:
+        plan = Sweep.from_overrides(argv)
+    except ConfigError as e:
+        return fail("sweep", str(e))
+    s = plan.settings
+    print(f"sweep {s.name}: {len(plan.trials)} trials -> {plan.dir}  (scheduler {s.scheduler}, "
+          f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
+    if plan.cluster.kind == "slurm":
+        from cluster.slurm import submit
+
+        job = submit(plan)
+        print(f"submitted Slurm job {job.job_id}; logs: {job.paths.stdout.parent}\n"
+              f"follow with: energy-at status {plan.dir}")
+        return 0
+    plan.run_here()
+    return finish(plan)
+
+
+def finish(plan) -> int:
+    """After a sweep: print trial outcomes and write the report."""
+    from analysis import commands
+
+    if plan.settings.report:
+        return commands.report([str(plan.dir)])
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train,
+    "sweep": sweep,
     "report": _analysis("report"),
     "detect": _analysis("detect"),
     "query": _analysis("query"),

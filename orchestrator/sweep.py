@@ -1,0 +1,194 @@
+"""`Sweep`: many trials through Ray Tune, on embedded Ray or on a Ray cluster inside a Slurm job.
+
+    overrides -> SweepConfig -> planned, validated TrialConfigs -> Tuner -> telemetry under
+    <sweep.out> -> energy stopper -> report
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import OmegaConf
+
+from orchestrator.config import CONFIG_MODULE, ConfigError, compose_trial
+from orchestrator.space import expand
+from workloads.config import TrialConfig, trial_id
+
+TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
+              "batch_size", "seed", "device", "threads"}
+
+
+@dataclass
+class Resources:
+    cpus: float = 1  # per trial; torch uses this many threads
+    gpus: float = 0  # per trial; a fraction lets several small trials share one GPU
+
+
+@dataclass
+class SweepSettings:
+    name: str = "sweep"
+    out: str = "runs/sweep"  # the sweep directory: telemetry tables, trial configs, checkpoints, Tune state
+    trial: list[str] = field(default_factory=list)  # trial overrides in Hydra sweep syntax
+    num_samples: int = 1  # random draws per grid point (for interval(...) axes)
+    seed: int = 0  # seed of those draws
+    scheduler: str = "fifo"  # fifo | asha
+    stop_on: list[str] = field(default_factory=lambda: ["co_energy", "ro", "nan"])  # [] = no energy stopper
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 1  # retries of a crashing trial before it is marked failed
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    report: bool = True
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | slurm
+    dashboard: bool = False
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_node: int | None = None
+    partition: str | None = None
+    timeout_min: int = 60
+    mem_gb: int | None = None
+    account: str | None = None
+    qos: str | None = None
+
+
+@dataclass
+class SweepConfig:
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
+SCHEDULERS = ("fifo", "asha")
+DETECTORS = ("co_energy", "co_pgd_probe", "ro", "nan")
+
+
+def _is_trial_override(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key.split(".", 1)[0] in TRIAL_KEYS
+
+
+class Sweep:
+    """A validated plan of trials and how to run them."""
+
+    def __init__(self, config: SweepConfig, trials: list[TrialConfig]):
+        self.config, self.settings, self.cluster = config, config.sweep, config.cluster
+        self.dir = Path(self.settings.out).resolve()
+        self.trials = trials
+
+    @classmethod
+    def from_overrides(cls, argv: list[str]) -> "Sweep":
+        """`energy-at sweep` arguments -> a Sweep whose every trial config is already validated."""
+        trial_args = [a for a in argv if _is_trial_override(a)]
+        sweep_args = [a for a in argv if not _is_trial_override(a)]
+        for a in sweep_args:
+            if a.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("sweep", "cluster"):
+                raise ConfigError(a.split("=", 1)[0], "not a trial field nor a sweep./cluster. setting; "
+                                  f"trial fields: {', '.join(sorted(TRIAL_KEYS))} (the sweep sets `out`: use sweep.out)")
+        try:
+            with initialize_config_module(CONFIG_MODULE, version_base=None):
+                cfg = compose("sweep", overrides=sweep_args)
+        except MissingConfigException as e:
+            from orchestrator.config import _group_error
+
+            raise _group_error(e) from None
+        except HydraException as e:
+            cause = e.__cause__
+            raise ConfigError(getattr(cause, "full_key", None) or "override",
+                              (getattr(cause, "msg", None) or str(e)).splitlines()[0]) from None
+        config: SweepConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        s = config.sweep
+        _validate_settings(config)
+        out = Path(s.out).resolve()
+        trials = []
+        for i, overrides in enumerate(expand([*s.trial, *trial_args], s.num_samples, s.seed)):
+            try:
+                t = compose_trial([*overrides, f"out={out}"])
+            except ConfigError as e:
+                raise ConfigError(f"trial {i} ({' '.join(o for o in overrides if o in trial_args or '=' in o)})"
+                                  .replace(" ()", ""), str(e)) from None
+            threads = max(1, int(s.resources.cpus))
+            device = "cuda" if s.resources.gpus > 0 else "cpu"
+            t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device)
+            trials.append(replace(t, trial_id=trial_id(t)))
+        ids = [t.trial_id for t in trials]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("sweep.trial", "two trials have the same config; give each grid point a distinct value")
+        return cls(config, trials)
+
+    # --- running ---------------------------------------------------------------------------------
+    def tuner(self):
+        """A Ray Tune Tuner for the plan (restored from the sweep directory if it ran before)."""
+        from ray import tune
+
+        from orchestrator.stopper import EnergyStopper
+        from orchestrator.trainable import run_trial
+
+        s = self.settings
+        resources = {"cpu": s.resources.cpus, "gpu": s.resources.gpus}
+        trainable = tune.with_resources(run_trial, resources)
+        storage = str(self.dir / "tune")
+        path = os.path.join(storage, s.name)
+        if tune.Tuner.can_restore(path):
+            return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
+        scheduler = None
+        if s.scheduler == "asha":
+            scheduler = tune.schedulers.ASHAScheduler(metric="val_acc_pgd", mode="max", time_attr="training_iteration",
+                                                      max_t=max(t.epochs for t in self.trials), grace_period=1)
+        return tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([asdict(t) for t in self.trials])},
+            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=s.max_concurrent or None,
+                                        trial_dirname_creator=lambda tr: tr.config["trial"]["trial_id"],
+                                        trial_name_creator=lambda tr: tr.config["trial"]["trial_id"]),
+            run_config=tune.RunConfig(
+                name=s.name, storage_path=storage,
+                stop=EnergyStopper(self.dir, s.stop_on) if s.stop_on else None,
+                failure_config=tune.FailureConfig(max_failures=s.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=1),
+        )
+
+    def run_here(self):
+        """Run the sweep's Tuner on the Ray this process is connected to (starts embedded Ray if none)."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=self.cluster.dashboard, log_to_driver=True,
+                     runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self.tuner().fit()
+
+
+def _pythonpath() -> str:
+    """Ray workers import workloads/ and analysis/ from this checkout, installed or not."""
+    root = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _validate_settings(config: SweepConfig) -> None:
+    s, c = config.sweep, config.cluster
+    if s.scheduler not in SCHEDULERS:
+        raise ConfigError("sweep.scheduler", f"unknown value {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    for kind in s.stop_on:
+        if kind not in DETECTORS:
+            raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(DETECTORS)}")
+    if s.resources.cpus <= 0 or s.resources.gpus < 0:
+        raise ConfigError("sweep.resources", "cpus must be > 0 and gpus >= 0")
+    if s.num_samples < 1:
+        raise ConfigError("sweep.num_samples", f"must be a positive integer, got {s.num_samples}")
+    if c.kind not in ("local", "slurm"):
+        raise ConfigError("cluster.kind", f"unknown value {c.kind!r}; allowed: local, slurm")
+    if c.nodes < 1:
+        raise ConfigError("cluster.nodes", f"must be a positive integer, got {c.nodes}")
+    if s.resources.gpus > 0 and c.kind == "slurm" and c.gpus_per_node == 0:
+        raise ConfigError("cluster.gpus_per_node", "trials ask for GPUs (sweep.resources.gpus > 0): set "
+                          "cluster.gpus_per_node")
