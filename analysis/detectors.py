@@ -27,7 +27,6 @@ Frame = pl.DataFrame | pl.LazyFrame
 MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its sd
 # dE signals watched by co_energy, with the side that counts: 0 both, +1 up only
 CO_SIGNALS: dict[str, int] = {"de": 0, "de_y": 0, "de_std": 1}
-ENERGY_COLS = ("e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std")
 EVENT_SCHEMA = polars_schema("events")
 
 
@@ -82,15 +81,28 @@ def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
     )
 
 
-def ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
-    """`cols` of batches, each trial contiguous in step order, re-logged steps dropped.
+BATCH_COLS = ["trial", "epoch", "step", "loss", "de", "de_y", "de_std"]
+RUN = "_run"  # id of the (trial, epoch) run of an ordered batch frame
 
-    `trial` becomes Categorical (cheap equality on 40M rows; events cast it back).
-    Sweep.scan reads files in (trial, part) order, so the sort is usually skipped; a
-    resumed trial may log a step twice, the later row (later part) is kept.
+
+def ordered_batches(batches: Frame, cols: list[str] = BATCH_COLS) -> pl.DataFrame:
+    """`cols` of batches, each trial contiguous in step order, plus the run id `_run`.
+
+    Read this once and pass it to several detectors. `trial` becomes Categorical
+    (cheap equality on 40M rows; events cast it back). Sweep.scan reads files in
+    (trial, part) order, so the sort is usually skipped; a resumed trial may log a
+    step twice, the later row (later part) is kept. A frame this function returned
+    is passed through.
     """
-    lf = _lazy(batches).select(cols).with_columns(pl.col("trial").cast(pl.Categorical))
-    df = lf.collect(engine="streaming")
+    if isinstance(batches, pl.DataFrame) and RUN in batches.columns:
+        return batches.select(*cols, RUN)
+    if isinstance(batches, pl.DataFrame):
+        df = batches.select(cols)
+        if df.schema["trial"] != pl.Categorical:
+            df = df.with_columns(pl.col("trial").cast(pl.Categorical))
+    else:
+        lf = batches.select(cols).with_columns(pl.col("trial").cast(pl.Categorical))
+        df = lf.collect(engine="streaming").rechunk()  # one chunk per file otherwise: slow ops later
     same = pl.col("trial") == pl.col("trial").shift()
     runs, trials, back = df.select(
         runs=(~same).fill_null(True).sum(),
@@ -102,25 +114,27 @@ def ordered_batches(batches: Frame, cols: list[str]) -> pl.DataFrame:
     dup = (pl.col("trial") == pl.col("trial").shift(-1)) & (pl.col("step") == pl.col("step").shift(-1))
     if df.select(dup.any()).item():
         df = df.filter(~dup.fill_null(False))
-    return df
+    new_run = (pl.col("trial") != pl.col("trial").shift()) | (pl.col("epoch") != pl.col("epoch").shift())
+    return df.with_columns((new_run.fill_null(True).cast(pl.UInt32).cum_sum() - 1).set_sorted().alias(RUN))
 
 
-def _first_hits(df: pl.DataFrame, hit: pl.Expr, *exprs: pl.Expr) -> pl.DataFrame:
-    """First row of each trial of an ordered batch frame where `hit` holds, with `exprs`.
+def _per_run(df: pl.DataFrame, *aggs: pl.Expr) -> pl.DataFrame:
+    """Aggregates per (trial, epoch) run, in run order, with n_prev = earlier runs of the trial."""
+    return (
+        df.group_by(RUN, maintain_order=True)
+        .agg(pl.col("trial").first(), pl.col("epoch").first(), *aggs)
+        .with_columns(n_prev=pl.int_range(pl.len()).over("trial"))
+    )
+
+
+def _first_hits(frame: pl.LazyFrame, hit: str) -> pl.DataFrame:
+    """First row of each trial of an ordered batch frame where column `hit` is true.
 
     Keeps only rising edges of `hit` before grouping, so no large filter or sort.
     """
-    h = pl.col("_hit")
+    h = pl.col(hit)
     rising = h & ~(h.shift(1) & (pl.col("trial") == pl.col("trial").shift(1))).fill_null(False)
-    return (
-        df.lazy()
-        .with_columns(*exprs, _hit=hit.fill_null(False))
-        .filter(rising)
-        .group_by("trial", maintain_order=True)
-        .first()
-        .drop("_hit")
-        .collect()
-    )
+    return frame.filter(rising).group_by("trial", maintain_order=True).first().collect()
 
 
 def _ordered_epochs(epochs: Frame, split: str, cols: list[str]) -> pl.LazyFrame:
@@ -134,22 +148,19 @@ def _ordered_epochs(epochs: Frame, split: str, cols: list[str]) -> pl.LazyFrame:
     )
 
 
-def _window_count(flag: pl.Expr, window: int) -> pl.Expr:
-    """How many of the last `window` rows of the same trial have `flag` (null if fewer rows).
+def _running_count(flag: pl.Expr, name: str) -> pl.Expr:
+    """Global running count of `flag` (a column to difference in `_window_count`)."""
+    return flag.fill_null(False).cast(pl.Int32).cum_sum().alias(name)
 
-    Needs trial-contiguous rows; O(n) via a global cumulative sum, no group-wise window.
+
+def _window_count(count: str, window: int) -> pl.Expr:
+    """How many of the last `window` rows of the same trial had the flag counted in
+    column `count` (a `_running_count`); null when the trial has fewer rows so far.
+
+    Needs trial-contiguous rows; O(n) differences of a global running count.
     """
-    cs = flag.fill_null(False).cast(pl.Int32).cum_sum()
     full = pl.col("trial") == pl.col("trial").shift(window - 1)
-    return pl.when(full).then(cs - cs.shift(window).fill_null(0))
-
-
-def _cum_in_trial(x: pl.Expr) -> pl.Expr:
-    """Inclusive cumulative sum of `x` within each trial (trial-contiguous rows)."""
-    x = x.cast(pl.Float64)
-    cs = x.cum_sum()
-    start = (pl.col("trial") != pl.col("trial").shift()).fill_null(True)
-    return cs - pl.when(start).then(cs - x).forward_fill()
+    return pl.when(full).then(pl.col(count) - pl.col(count).shift(window).fill_null(0))
 
 
 def _expanding(col: str, stat: str) -> pl.Expr:
@@ -203,18 +214,12 @@ def co_energy(
 def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
     df = ordered_batches(batches, ["trial", "epoch", "step", *sig])
-    # (trial, epoch) runs are contiguous: per-epoch stats by a sorted run id, mapped back by gather
-    new_run = (pl.col("trial") != pl.col("trial").shift()) | (pl.col("epoch") != pl.col("epoch").shift())
-    df = df.with_columns(
-        *(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in sig),
-        run=(new_run.fill_null(True).cast(pl.UInt32).cum_sum() - 1).set_sorted(),
-    )
+    df = df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in sig)
+    # per-epoch stats over the sorted run id, mapped back to rows by gather (no join)
     stats = (
-        df.group_by("run", maintain_order=True)
-        .agg(pl.col("trial").first(),
-             *(pl.col(c).cast(pl.Float64).mean().alias(f"{c}_mu") for c in sig),
-             *(pl.col(c).cast(pl.Float64).std().alias(f"{c}_sd") for c in sig))
-        .with_columns(n_prev=pl.int_range(pl.len()).over("trial"))
+        _per_run(df, *(pl.col(c).mean().alias(f"{c}_mu") for c in sig),
+                 *(pl.col(c).std().alias(f"{c}_sd") for c in sig))
+        .with_columns(pl.col(f"{c}_{s}").cast(pl.Float64) for c in sig for s in ("mu", "sd"))
         .with_columns(
             *(_expanding(f"{c}_mu", "median").alias(f"{c}_loc") for c in sig),
             *(
@@ -227,25 +232,33 @@ def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale
             ),
         )
     )
-    run = df["run"]
-    df = df.with_columns(
-        stats["n_prev"].gather(run),
-        *(stats[f"{c}_{s}"].cast(pl.Float32).gather(run) for c in sig for s in ("loc", "scale")),
+    # abnormal: |s - loc| >= max(z * scale, min_shift), i.e. s beyond a per-epoch threshold
+    # (null during the warm-up, so nothing is abnormal there)
+    reach = {c: pl.max_horizontal(z * pl.col(f"{c}_scale"), pl.lit(min_shift)) for c in sig}
+    armed = pl.col("n_prev") >= warmup_epochs
+    thresholds = stats.select(
+        *(pl.when(armed).then(pl.col(f"{c}_loc") + reach[c]).cast(pl.Float32).alias(f"{c}_hi") for c in sig),
+        *(pl.when(armed).then(pl.col(f"{c}_loc") - reach[c]).cast(pl.Float32).alias(f"{c}_lo")
+          for c, side in CO_SIGNALS.items() if side == 0),
     )
+    run = df[RUN]
+    df = df.with_columns(thresholds[name].gather(run) for name in thresholds.columns)
     need = math.ceil(min_share * window)
-    hits = []
-    for c, side in CO_SIGNALS.items():
-        dev = pl.col(c) - pl.col(f"{c}_loc")
-        high = (dev >= z * pl.col(f"{c}_scale")) & (dev >= min_shift)
-        hit = _window_count(high, window) >= need
-        if side == 0:
-            low = (dev <= -z * pl.col(f"{c}_scale")) & (dev <= -min_shift)
-            hit = hit | (_window_count(low, window) >= need)
-        hits.append((hit & (pl.col("n_prev") >= warmup_epochs)).fill_null(False).alias(f"{c}_hit"))
-    first = _first_hits(df.with_columns(hits), pl.any_horizontal(f"{c}_hit" for c in sig))
+    counts = [_running_count(pl.col(c) >= pl.col(f"{c}_hi"), f"{c}_up") for c in sig]
+    counts += [_running_count(pl.col(c) <= pl.col(f"{c}_lo"), f"{c}_down") for c, side in CO_SIGNALS.items()
+               if side == 0]
+    hits = [(_window_count(name, window) >= need).fill_null(False).alias(f"{name}_hit")
+            for name in (e.meta.output_name() for e in counts)]
+    first = _first_hits(
+        df.lazy().with_columns(counts).with_columns(hits)
+        .with_columns(hit=pl.any_horizontal(e.meta.output_name() for e in hits)),
+        "hit",
+    ).join(stats.drop("trial", "epoch"), on=RUN, how="left")
+    # which signal fired (largest |z| if several)
+    fired = {c: pl.col(f"{c}_up_hit") | (pl.col(f"{c}_down_hit") if CO_SIGNALS[c] == 0 else False) for c in sig}
     # the signal that fired (largest |z| if several), scores recomputed in float64
     candidates = pl.concat([
-        first.filter(pl.col(f"{c}_hit")).select(
+        first.filter(fired[c]).select(
             "trial", "epoch", "step",
             pl.lit(c).alias("signal"),
             pl.col(c).cast(pl.Float64).alias("value"),
@@ -431,35 +444,54 @@ def nan(
 ) -> pl.DataFrame:
     """Numerical failure (kind 'nan').
 
-    nonfinite: the first batch with NaN/inf in loss or any energy column (score 1).
-    diverged: the first batch ending `patience` consecutive batches whose loss
-      exceeds `factor` x the mean finite loss of all earlier batches of the trial
-      (after `min_steps` batches). score = loss / that mean.
+    nonfinite: the first batch with NaN/inf in loss, de, de_y or de_std (score 1).
+      The dE columns are per-sample differences of the energies, so a non-finite
+      energy shows up in them; the four raw energy columns are not read.
+    diverged: the first batch ending `patience` consecutive batches whose finite
+      loss exceeds `factor` x the mean finite loss of the trial's earlier epochs
+      (armed once those hold >= `min_steps` batches). score = loss / that mean.
     """
-    cols = ["loss", *ENERGY_COLS]
+    cols = ["loss", "de", "de_y", "de_std"]
     df = ordered_batches(batches, ["trial", "epoch", "step", *cols])
-    bad = [pl.col(c).is_nan() | pl.col(c).is_infinite() for c in cols]
-    nonfinite = _first_hits(
-        df, pl.any_horizontal(bad),
-        pl.concat_str([pl.when(b.fill_null(False)).then(pl.lit(c)) for b, c in zip(bad, cols)],
-                      separator=", ", ignore_nulls=True).alias("which"),
-    ).with_columns(
+    bad = {c: ~pl.col(c).is_finite() for c in cols}
+    nonfinite = _first_hits(df.lazy().with_columns(hit=pl.any_horizontal(bad.values())), "hit")
+    nonfinite = nonfinite.with_columns(
         score=pl.lit(1.0),
-        evidence=pl.concat_str(pl.lit("nonfinite: "), pl.col("which")),
-    )
-    loss = _finite("loss")
-    seen = _cum_in_trial(loss.is_not_null())
-    mean_before = (_cum_in_trial(loss.fill_null(0.0)) - loss.fill_null(0.0)) / (
-        seen - loss.is_not_null().cast(pl.Float64))
-    ratio = loss / mean_before
-    high = (ratio > factor) & (seen > min_steps)
-    diverged = _first_hits(
-        df, _window_count(high, patience) >= patience, ratio.alias("score"), mean_before.alias("mean_before"),
-    ).with_columns(
         evidence=pl.concat_str(
-            pl.lit(f"diverged: loss above {factor:g}x the earlier mean "), _f(pl.col("mean_before")),
-            pl.lit(f" for {patience} batches, now "), _f(pl.col("loss")),
+            pl.lit("nonfinite: "),
+            pl.concat_str([pl.when(b.fill_null(False)).then(pl.lit(c)) for c, b in bad.items()],
+                          separator=", ", ignore_nulls=True),
         ),
+    )
+    finite = pl.col("loss").filter(pl.col("loss").is_finite()).cast(pl.Float64)
+    stats = (
+        _per_run(df, finite.sum().alias("sum"), finite.count().alias("count"))
+        .with_columns(
+            before_sum=(pl.col("sum").cum_sum() - pl.col("sum")).over("trial"),
+            before_n=(pl.col("count").cum_sum() - pl.col("count")).over("trial"),
+        )
+        .with_columns(mean_before=pl.col("before_sum") / pl.col("before_n"))
+        .with_columns(limit=pl.when(pl.col("before_n") >= min_steps)
+                      .then(factor * pl.col("mean_before")).cast(pl.Float32))
+    )
+    high = (pl.col("loss") > pl.col("limit")) & pl.col("loss").is_finite()
+    diverged = (
+        _first_hits(
+            df.lazy()
+            .select("trial", "epoch", "step", "loss", RUN)
+            .with_columns(stats["limit"].gather(df[RUN]))
+            .with_columns(_running_count(high, "high"))
+            .with_columns(hit=(_window_count("high", patience) >= patience).fill_null(False)),
+            "hit",
+        )
+        .join(stats.select(RUN, "mean_before"), on=RUN, how="left")
+        .with_columns(
+            score=pl.col("loss").cast(pl.Float64) / pl.col("mean_before"),
+            evidence=pl.concat_str(
+                pl.lit(f"diverged: loss above {factor:g}x the earlier epochs' mean "), _f(pl.col("mean_before")),
+                pl.lit(f" for {patience} batches, now "), _f(pl.col("loss")),
+            ),
+        )
     )
     return _concat([_events(nonfinite, "nan"), _events(diverged, "nan")])
 
@@ -480,7 +512,7 @@ def detect(
 ) -> pl.DataFrame:
     """All detectors with default thresholds on whichever tables are given."""
     if batches is not None:  # read once for co_energy and nan
-        batches = ordered_batches(batches, ["trial", "epoch", "step", "loss", *ENERGY_COLS])
+        batches = ordered_batches(batches)
     parts = [co_energy(batches, epochs, probes)]
     if epochs is not None:
         parts += [co_pgd_probe(epochs), ro(epochs)]

@@ -31,12 +31,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detect, rank, trial_metrics  # noqa: E402
-from analysis.detectors import CO_SIGNALS, ENERGY_COLS, MAD_TO_SD  # noqa: E402
+from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
 from analysis.read import Sweep  # noqa: E402
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema  # noqa: E402
 
-BATCH_COLS = ["trial", "epoch", "step", "loss", *ENERGY_COLS]
 
 
 # ----------------------------------------------------------------- data
@@ -161,7 +160,7 @@ def generate(root: Path, trials: int, epochs: int, steps: int, parts: int) -> No
 def run_polars(root: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float]]:
     t0 = time.perf_counter()
     sweep = Sweep(root)
-    batches = sweep.scan("batches").select(BATCH_COLS).collect()
+    batches = ordered_batches(sweep.scan("batches"))  # the one read detect() would do
     epochs = sweep.scan("epochs").collect()
     t1 = time.perf_counter()
     events = detect(batches, epochs)
@@ -262,18 +261,21 @@ def pandas_ro(ep: pd.DataFrame, margin=0.05, min_rise=0.02, smooth=3):
 
 
 def pandas_nan(df: pd.DataFrame, factor=10.0, patience=5, min_steps=50):
-    cols = ["loss", *ENERGY_COLS]
+    cols = ["loss", "de", "de_y", "de_std"]
     bad = ~np.isfinite(df[cols]).all(axis=1)
     nonfinite = _first(df[["trial", "epoch", "step"]].assign(score=1.0), bad, "step")
     finite = np.isfinite(df["loss"])
-    loss0 = df["loss"].where(finite, 0.0)
-    g = df["trial"]
-    seen = finite.astype(float).groupby(g).cumsum()
-    mean_before = (loss0.groupby(g).cumsum() - loss0) / (seen - finite)
-    ratio = df["loss"].where(finite) / mean_before
-    high = ((ratio > factor) & (seen > min_steps)).astype(float)
-    run = high.groupby(g).rolling(patience).sum().reset_index(level=0, drop=True).sort_index()
-    diverged = _first(df[["trial", "epoch", "step"]].assign(score=ratio), run >= patience, "step")
+    per_epoch = (df.assign(l=df["loss"].where(finite), f=finite).groupby(["trial", "epoch"], sort=True)
+                 .agg(s=("l", "sum"), n=("f", "sum")).reset_index())
+    g = per_epoch.groupby("trial")
+    per_epoch["before_n"] = g["n"].cumsum() - per_epoch["n"]
+    per_epoch["mean_before"] = (g["s"].cumsum() - per_epoch["s"]) / per_epoch["before_n"]
+    per_epoch["limit"] = (factor * per_epoch["mean_before"]).where(per_epoch["before_n"] >= min_steps)
+    m = df[["trial", "epoch", "step", "loss"]].merge(per_epoch[["trial", "epoch", "limit", "mean_before"]],
+                                                     on=["trial", "epoch"], how="left")
+    high = ((m["loss"] > m["limit"]) & finite).astype(float)
+    run = high.groupby(m["trial"]).rolling(patience).sum().reset_index(level=0, drop=True).sort_index()
+    diverged = _first(m[["trial", "epoch", "step"]].assign(score=m["loss"] / m["mean_before"]), run >= patience, "step")
     return pd.concat([nonfinite, diverged]).assign(kind="nan")
 
 
@@ -295,7 +297,7 @@ def pandas_rank(ep: pd.DataFrame, events: pd.DataFrame, trials: pd.DataFrame) ->
 
 def run_pandas(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     t0 = time.perf_counter()
-    df = pd.read_parquet(root / "batches", columns=BATCH_COLS, partitioning=None)
+    df = pd.read_parquet(root / "batches", columns=BATCH_COLS, partitioning=None)  # only needed columns
     ep = pd.read_parquet(root / "epochs", partitioning=None)
     trials = pd.DataFrame([
         {"trial": p.parent.name.split("=", 1)[1], **json.loads(p.read_text())}
@@ -303,7 +305,7 @@ def run_pandas(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]
     ])
     t1 = time.perf_counter()
     df = df.sort_values(["trial", "step"], kind="stable").reset_index(drop=True)
-    for c in ["loss", *ENERGY_COLS]:
+    for c in BATCH_COLS[3:]:
         df[c] = df[c].astype("float64")
     for c in ("acc_pgd", "acc_nat", *CO_SIGNALS):
         ep[c] = ep[c].astype("float64")
