@@ -191,7 +191,7 @@ def co_energy(
     batch: per trial and signal s in (de, de_y, de_std), the baseline of epoch e is
       loc = median of the per-epoch means of s over epochs < e and
       scale = sqrt(median(per-epoch sd)^2 + (1.4826 MAD(per-epoch means))^2), >= min_scale.
-      A batch is abnormal if |s - loc| >= z*scale and >= min_shift (de_std: upward
+      A batch is abnormal if |s - loc| >= max(z*scale, min_shift) (de_std: upward
       only); the event fires at the first step where >= min_share of the trial's last
       `window` batches are abnormal on the same side, once >= warmup_epochs epochs
       form the baseline. score = robust z of that batch.
@@ -254,9 +254,8 @@ def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale
         .with_columns(hit=pl.any_horizontal(e.meta.output_name() for e in hits)),
         "hit",
     ).join(stats.drop("trial", "epoch"), on=RUN, how="left")
-    # which signal fired (largest |z| if several)
-    fired = {c: pl.col(f"{c}_up_hit") | (pl.col(f"{c}_down_hit") if CO_SIGNALS[c] == 0 else False) for c in sig}
     # the signal that fired (largest |z| if several), scores recomputed in float64
+    fired = {c: pl.col(f"{c}_up_hit") | (pl.col(f"{c}_down_hit") if CO_SIGNALS[c] == 0 else False) for c in sig}
     candidates = pl.concat([
         first.filter(fired[c]).select(
             "trial", "epoch", "step",

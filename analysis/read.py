@@ -113,6 +113,10 @@ class Sweep:
             self._files[table] = good
         return self._files[table]
 
+    def trial_ids(self, table: str) -> list[str]:
+        """Sorted trial ids that have valid files of `table` (from the partition dirs)."""
+        return sorted({p.parent.name.split("=", 1)[1] for p in self.files(table)})
+
     def tables(self) -> list[str]:
         """The telemetry tables that have at least one valid file."""
         return [t for t in TABLES if self.files(t)]

@@ -113,10 +113,10 @@ def build(sweep: Sweep, out: Path, *, max_points: int = 2000, max_trials: int | 
     batches, epochs, probes = (sweep.scan(t) for t in ("batches", "epochs", "probes"))
     events = detectors.detect(batches, epochs, probes)
     ranking = rank(trial_metrics(epochs, events), sweep.trials())
-    series = downsample(batches, max_points)
     ep = epochs.select("trial", "epoch", "step", "split", "acc_nat", "acc_pgd").collect()
-    trials = sorted(set(series["trial"]) | set(ep["trial"]))
+    trials = sorted(set(sweep.trial_ids("batches")) | set(ep["trial"]))
     shown = trials if max_trials is None else trials[:max_trials]
+    series = downsample(batches.filter(pl.col("trial").is_in(shown)), max_points)
     png_dir = out.parent / "report_png"
     png_dir.mkdir(parents=True, exist_ok=True)
     sections, pngs = [], []

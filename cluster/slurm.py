@@ -136,7 +136,8 @@ def submit(plan: "Sweep") -> submitit.Job:
     history = (previous or {}).get("history", []) + ([previous["job_id"]] if previous else [])
     write_job(plan.dir, {"kind": "ray", "job_id": str(job.job_id), "folder": str(job.paths.folder),
                          "name": plan.settings.name, "nodes": plan.cluster.nodes, "submitted": time.time(),
-                         "trials": [t.trial_id for t in plan.trials], "history": history})
+                         "trials": [{"trial": t.trial_id, "epochs": t.epochs} for t in plan.trials],
+                         "history": history})
     return job
 
 
@@ -180,6 +181,8 @@ def job_state(job_id: str) -> dict:
     live = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T|%M|%N|%r"])
     if live and live.strip():
         state, elapsed, nodes, reason = (live.strip().splitlines()[0].split("|") + ["", "", "", ""])[:4]
+        if state == "COMPLETING" and info.get("state") and not is_active(info["state"]):
+            state = info["state"]  # sacct already knows how it ended (CANCELLED, FAILED, ...)
         info.update(state=state, elapsed=elapsed, nodes=nodes or info.get("nodes", ""),
                     reason=reason if reason not in ("None", "") else None)
     dup = _run(["sacct", "-X", "-n", "-P", "-D", "-j", str(job_id), "-o", "State"])

@@ -16,6 +16,8 @@ commands:
   report  <sweep_dir>...          write the HTML report (plots, events, ranking)
   detect  <sweep_dir>...          print CO/RO/NaN events found in the energy logs
   query   <sweep_dir> "<SQL>"     SQL over the tables batches, epochs, probes, events, trials
+  status  <sweep_dir> [--json]    trials (running/finished/stopped/diverged/failed) and the Slurm job
+  cancel  <sweep_dir>             scancel the sweep's Slurm job(s)
 """
 
 
@@ -115,12 +117,24 @@ def finish(plan) -> int:
     return 0
 
 
+def _status(name: str) -> Callable[[list[str]], int]:
+    """`energy-at status|cancel` (orchestrator/status.py)."""
+    def run(argv: list[str]) -> int:
+        from orchestrator import status
+
+        return getattr(status, name)(argv)
+
+    return run
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train,
     "sweep": sweep,
     "report": _analysis("report"),
     "detect": _analysis("detect"),
     "query": _analysis("query"),
+    "status": _status("status"),
+    "cancel": _status("cancel"),
 }
 
 

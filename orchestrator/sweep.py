@@ -134,21 +134,23 @@ class Sweep:
 
         s = self.settings
         resources = {"cpu": s.resources.cpus, "gpu": s.resources.gpus}
-        trainable = tune.with_resources(run_trial, resources)
+        configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
+        trainable = tune.with_resources(tune.with_parameters(run_trial, configs=configs), resources)
         storage = str(self.dir / "tune")
         path = os.path.join(storage, s.name)
         if tune.Tuner.can_restore(path):
             return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
         scheduler = None
         if s.scheduler == "asha":
-            scheduler = tune.schedulers.ASHAScheduler(metric="val_acc_pgd", mode="max", time_attr="training_iteration",
-                                                      max_t=max(t.epochs for t in self.trials), grace_period=1)
+            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1,
+                                                      max_t=max(t.epochs for t in self.trials))
         return tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search([asdict(t) for t in self.trials])},
-            tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=s.max_concurrent or None,
-                                        trial_dirname_creator=lambda tr: tr.config["trial"]["trial_id"],
-                                        trial_name_creator=lambda tr: tr.config["trial"]["trial_id"]),
+            param_space={"trial": tune.grid_search(list(configs))},
+            tune_config=tune.TuneConfig(metric="val_acc_pgd", mode="max", scheduler=scheduler,
+                                        max_concurrent_trials=s.max_concurrent or None,
+                                        trial_dirname_creator=lambda tr: tr.config["trial"],
+                                        trial_name_creator=lambda tr: tr.config["trial"]),
             run_config=tune.RunConfig(
                 name=s.name, storage_path=storage,
                 stop=EnergyStopper(self.dir, s.stop_on) if s.stop_on else None,

@@ -12,9 +12,9 @@ from workloads.config import from_dict
 from workloads.trial import Trial
 
 
-def run_trial(config: dict) -> None:
-    """Tune trainable: `config["trial"]` is a TrialConfig as a dict (with `out` = the sweep directory)."""
-    cfg = from_dict(config["trial"])
+def run_trial(config: dict, configs: dict[str, dict]) -> None:
+    """Tune trainable: `config["trial"]` is a trial id, `configs[id]` its TrialConfig as a dict (out = the sweep)."""
+    cfg = from_dict(configs[config["trial"]])
     ckpt_dir = Path(cfg.out) / "checkpoints" / f"trial={cfg.trial_id}"
     restored = tune.get_checkpoint()
     if restored is not None:  # Tune's copy wins: telemetry is then truncated to match it (exactly once)

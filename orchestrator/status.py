@@ -1,0 +1,187 @@
+"""`energy-at status <sweep_dir>` and `energy-at cancel <sweep_dir>`.
+
+A trial's status comes from what the trial wrote (`trials/trial=<id>/result.json`: running,
+finished, stopped, diverged, failed) corrected by Ray Tune's experiment state (a trial Tune
+gave up on after `sweep.max_failures` retries is `failed`, even if it crashed before writing
+anything) and by the Slurm job (a trial still `running` in a job that is over was
+`interrupted`). The Slurm job is the one recorded at submit time in `<sweep_dir>/slurm/job.json`
+(one Ray job for `energy-at sweep cluster=slurm`, one job per trial for `energy-at train -m`
+with the submitit launcher); its state comes from sacct/squeue.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+DONE = ("finished", "stopped", "diverged", "failed")
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"energy-at {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tune_trials(sweep_dir: Path) -> dict[str, dict]:
+    """{trial id: {"tune": PENDING|RUNNING|PAUSED|TERMINATED|ERROR, "failures", "error"}} from Tune's state."""
+    states = sorted((sweep_dir / "tune").glob("*/experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return {}
+    data = _read_json(states[-1]) or {}
+    out: dict[str, dict] = {}
+    for entry in data.get("trial_data", []):
+        try:
+            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
+        except (ValueError, TypeError, IndexError):
+            continue
+        name = trial.get("custom_dirname") or trial.get("relative_logdir") or trial.get("trial_id")
+        info = {"tune": trial.get("status"), "failures": runtime.get("num_failures", 0), "error": None}
+        if trial.get("status") == "ERROR":
+            info["error"] = _error_line(states[-1].parent / str(trial.get("relative_logdir") or name),
+                                        runtime.get("error_filename"))
+        out[str(name)] = info
+    return out
+
+
+def _error_line(trial_dir: Path, filename: str | None) -> str | None:
+    """The last line of Tune's error file (the exception), if there is one."""
+    for path in ([trial_dir / filename] if filename else []) + [trial_dir / "error.txt"]:
+        try:
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        if lines:
+            return lines[-1][:200]
+    return None
+
+
+def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
+    """(job.json, [{"job_id", "state", ...} for each recorded Slurm job])."""
+    from cluster.slurm import job_state, read_job
+
+    job = read_job(sweep_dir)
+    if not job:
+        return None, []
+    ids = job.get("job_ids") or [job["job_id"]]
+    return job, [{"job_id": str(i), **job_state(str(i))} for i in ids]
+
+
+def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict]:
+    from cluster.slurm import is_active
+
+    planned = {t["trial"]: t.get("epochs") for t in (job or {}).get("trials", []) if isinstance(t, dict)}
+    tune = tune_trials(sweep_dir)
+    written = {p.name.split("=", 1)[1] for p in (sweep_dir / "trials").glob("trial=*") if p.is_dir()}
+    job_over = bool(jobs) and not any(is_active(j.get("state")) for j in jobs)
+    multirun_state = {str(j["job_id"]): j.get("state") for j in jobs}
+    rows = []
+    for tid in sorted(set(planned) | set(tune) | written):
+        tdir = sweep_dir / "trials" / f"trial={tid}"
+        config = _read_json(tdir / "config.json") or {}
+        result = _read_json(tdir / "result.json") or {}
+        t = tune.get(tid, {})
+        status, reason = result.get("status"), result.get("reason")
+        if t.get("tune") == "ERROR":
+            status, reason = "failed", t.get("error") or reason
+        elif status in DONE:
+            pass
+        elif status == "running":
+            status = "interrupted" if job_over else "running"
+        else:
+            status = "not started" if job_over else "pending"
+        slurm_job = (job or {}).get("trial_jobs", {}).get(tid)
+        if slurm_job and status in ("running", "pending", "interrupted"):
+            state = (multirun_state.get(str(slurm_job)) or "").split(" ")[0]
+            if state in ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+                status, reason = "failed", reason or f"Slurm job {slurm_job} {state}"
+        rows.append({"trial": tid, "status": status, "reason": reason,
+                     "epochs_done": result.get("epochs_done", 0),
+                     "epochs": config.get("epochs") or planned.get(tid),
+                     "failures": t.get("failures", 0), "slurm_job": slurm_job})
+    return rows
+
+
+def status(argv: list[str]) -> int:
+    """energy-at status <sweep_dir> [--json]"""
+    parser = argparse.ArgumentParser(prog="energy-at status", description="trials and Slurm job of a sweep")
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    d = Path(args.sweep_dir).resolve()
+    if not d.is_dir():
+        return _fail("status", f"{args.sweep_dir}: no such directory")
+    if not any((d / sub).exists() for sub in ("trials", "tune", "slurm/job.json")):
+        return _fail("status", f"{args.sweep_dir}: not a sweep directory (no trials/, tune/ or slurm/job.json)")
+    job, jobs = job_info(d)
+    rows = trial_rows(d, job, jobs)
+    counts = Counter(r["status"] for r in rows)
+    reasons = Counter(r["reason"] for r in rows if r["status"] in ("stopped", "diverged", "failed") and r["reason"])
+    if args.json:
+        print(json.dumps({"sweep_dir": str(d), "counts": counts, "trials": rows, "jobs": jobs,
+                          "stop_reasons": reasons, "job": job}, indent=1, default=str))
+        return 0
+    print(f"sweep {d}: {len(rows)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.most_common()) + ")")
+    for j in jobs:
+        extra = "".join(f"  {k} {j[k]}" for k in ("elapsed", "nodes", "restarts", "reason") if j.get(k) not in (None, ""))
+        print(f"slurm job {j['job_id']}: {j.get('state') or 'unknown (not in sacct/squeue)'}{extra}")
+    if job and job.get("folder"):
+        print(f"logs: {job['folder']}")
+    if rows:
+        w = max(len(r["trial"]) for r in rows)
+        print(f"\n{'trial':<{w}}  {'status':<11}  {'epochs':>7}  {'retries':>7}  reason")
+        for r in rows:
+            ep = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
+            print(f"{r['trial']:<{w}}  {r['status']:<11}  {ep:>7}  {r['failures']:>7}  {r['reason'] or ''}")
+    if reasons:
+        print("\nstop reasons:")
+        for reason, n in reasons.most_common():
+            print(f"  {n:>3}  {reason}")
+    return 0
+
+
+def cancel(argv: list[str]) -> int:
+    """energy-at cancel <sweep_dir>: scancel the sweep's Slurm job(s)."""
+    from cluster.slurm import cancel as scancel
+    from cluster.slurm import is_active, job_state
+
+    parser = argparse.ArgumentParser(prog="energy-at cancel", description="cancel the Slurm job(s) of a sweep")
+    parser.add_argument("sweep_dir")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    d = Path(args.sweep_dir).resolve()
+    if not d.is_dir():
+        return _fail("cancel", f"{args.sweep_dir}: no such directory")
+    job, jobs = job_info(d)
+    if not job:
+        return _fail("cancel", f"{args.sweep_dir}: no Slurm job recorded (no slurm/job.json)")
+    rc = 0
+    for j in jobs:
+        if not is_active(j.get("state")):
+            print(f"slurm job {j['job_id']}: already {j.get('state') or 'gone'}")
+            continue
+        if not scancel(j["job_id"]):
+            print(f"slurm job {j['job_id']}: scancel failed", file=sys.stderr)
+            rc = 1
+            continue
+        deadline = time.monotonic() + 15
+        while is_active(state := job_state(j["job_id"]).get("state")) and not (state or "").startswith("CANCELLED"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        print(f"slurm job {j['job_id']}: {state}")
+    return rc
