@@ -211,7 +211,8 @@ def co_energy(
     return _concat(parts)
 
 
-def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale) -> pl.DataFrame:
+def _co_batch(batches: Frame, z: float, min_shift: float, window: int, min_share: float,
+              warmup_epochs: int, min_scale: float) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
     df = ordered_batches(batches, ["trial", "epoch", "step", *sig])
     df = df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in sig)
@@ -282,7 +283,7 @@ def _co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale
     return _events(chosen, "co_energy")
 
 
-def _co_epoch(epochs, z, min_shift, warmup_epochs, min_scale) -> pl.DataFrame:
+def _co_epoch(epochs: Frame, z: float, min_shift: float, warmup_epochs: int, min_scale: float) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
     base = (
         _ordered_epochs(epochs, "probe", ["trial", "epoch", *sig])
@@ -320,7 +321,7 @@ def _co_epoch(epochs, z, min_shift, warmup_epochs, min_scale) -> pl.DataFrame:
     return _events(first, "co_energy")
 
 
-def _co_probe(probes, z, min_shift, probe_share) -> pl.DataFrame:
+def _co_probe(probes: Frame, z: float, min_shift: float, probe_share: float) -> pl.DataFrame:
     p = (
         _lazy(probes)
         .select("trial", "epoch", (pl.col("e_nat").cast(pl.Float64) - pl.col("e_adv")).alias("d"))

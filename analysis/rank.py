@@ -10,9 +10,10 @@ Frame = pl.DataFrame | pl.LazyFrame
 # trials-frame columns that describe a run, not a configuration
 RUN_ONLY = frozenset({
     "trial", "trial_id", "sweep", "seed", "out", "status", "reason", "epochs_done",
-    "has_config", "resume", "device", "hostname", "slurm_job_id",
+    "has_config", "resume", "device", "threads", "hostname", "slurm_job_id",
+    "data.root", "eval.batch_size",
 })
-RUN_ONLY_PREFIXES = ("hydra.", "cluster.", "runtime.", "result.")
+RUN_ONLY_PREFIXES = ("hydra.", "cluster.", "runtime.", "result.", "telemetry.")
 CO_KINDS = ("co_energy", "co_pgd_probe")
 METRICS = ("robust_best", "robust_final", "clean_final", "ro_gap", "co_epoch")
 ASCENDING = frozenset({"ro_gap", "co_rate"})  # smaller is better
@@ -131,9 +132,11 @@ def export(frame: pl.DataFrame, path: str | Path) -> Path:
 
 
 def display(table: pl.DataFrame) -> pl.DataFrame:
-    """The ranking with `mean ± std` text columns, for printing and the HTML report."""
+    """The ranking with `mean ± std` text columns, for printing and the HTML report;
+    config keys with the same value in every row are left out."""
     keys = [c for c in table.columns if c not in ("n", "n_failed", "co_rate")
             and not c.endswith(("_mean", "_std"))]
+    keys = [c for c in keys if table.height < 2 or table[c].n_unique() > 1]
 
     def pm(m: str) -> pl.Expr:
         mean, std = pl.col(f"{m}_mean").round(3), pl.col(f"{m}_std").round(3)

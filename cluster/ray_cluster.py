@@ -239,6 +239,8 @@ class SlurmRayCluster:
                 time.sleep(1)
         finally:
             self.stop_processes()
+            if self.done_file.exists():
+                self.cleanup()
         return {"node": self.node, "joined": True, "seconds": round(time.monotonic() - started, 1)}
 
     # --- the driver on node 0 -----------------------------------------------------------------------
@@ -315,8 +317,51 @@ def _reload_auth_config() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def probe(address: str, token: str | None = None, token_path: str | None = None) -> dict:
+    """Ask the GCS at `address` for its nodes as a client with this token, or with none.
+
+    {"ok": True, "nodes_alive": n} or {"ok": False, "error": "..."}. With neither `token` nor
+    `token_path` the client runs with RAY_AUTH_MODE=disabled (sends no token).
+    """
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        os.environ.pop(key, None)
+    os.environ["RAY_AUTH_MODE"] = "token" if (token or token_path) else "disabled"
+    if token:
+        os.environ["RAY_AUTH_TOKEN"] = token
+    elif token_path:
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    _reload_auth_config()
+    from ray._raylet import GcsClient
+
+    try:
+        nodes = GcsClient(address=address).get_all_node_info(timeout=10)
+    except Exception as e:  # AuthenticationError when the token is missing or wrong
+        return {"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    return {"ok": True, "nodes_alive": sum(1 for n in nodes.values() if n.state == 0)}
+
+
+def _main(argv: list[str]) -> int:
+    """python -m cluster.ray_cluster probe <address> [--token-file F | --token T]  (one JSON line)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cluster.ray_cluster")
+    p.add_argument("command", choices=["probe"])
+    p.add_argument("address")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--token-file")
+    g.add_argument("--token")
+    args = p.parse_args(argv)
+    result = probe(args.address, token=args.token, token_path=args.token_file)
+    print(json.dumps(result))
+    return 0 if result["ok"] else 1
+
+
 def _tail(path: Path, n: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return ""
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

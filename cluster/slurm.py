@@ -175,8 +175,8 @@ def job_state(job_id: str) -> dict:
     rows = [r.split("|") for r in (out or "").splitlines() if r.strip()]
     rows = [r for r in rows if r[0] == str(job_id) or r[0].startswith(f"{job_id}_")]
     info: dict = {}
-    if rows:
-        _, state, elapsed, nodes, code = rows[-1][:5]
+    if rows:  # an array id matches all its tasks: report an active one if there is one
+        _, state, elapsed, nodes, code = next((r for r in rows if is_active(r[1])), rows[-1])[:5]
         info = {"state": state, "elapsed": elapsed, "nodes": nodes, "exit_code": code}
     live = _run(["squeue", "-h", "-j", str(job_id), "-o", "%T|%M|%N|%r"])
     if live and live.strip():

@@ -66,10 +66,21 @@ def _error_line(trial_dir: Path, filename: str | None) -> str | None:
 
 
 def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
-    """(job.json, [{"job_id", "state", ...} for each recorded Slurm job])."""
+    """(the sweep's job record, [{"job_id", "state", ...} for each of its Slurm jobs]).
+
+    `slurm/job.json` is written at submit time by `energy-at sweep cluster=slurm`; the jobs of
+    `energy-at train -m hydra/launcher=submitit_slurm` each record themselves in `slurm/jobs/`.
+    """
     from cluster.slurm import job_state, read_job
 
     job = read_job(sweep_dir)
+    records = [r for p in sorted((sweep_dir / "slurm" / "jobs").glob("*.json")) if (r := _read_json(p))]
+    if records:
+        job = {"kind": "multirun", "job_ids": [r["job_id"] for r in records],
+               "array_job_ids": sorted({r.get("array_job_id") or r["job_id"] for r in records}),
+               "trial_jobs": {r["trial"]: r["job_id"] for r in records},
+               "trials": [{"trial": r["trial"]} for r in records],
+               "folder": str(Path(records[-1]["folder"]).parent)} if not job else job
     if not job:
         return None, []
     ids = job.get("job_ids") or [job["job_id"]]
@@ -97,6 +108,8 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
             pass
         elif status == "running":
             status = "interrupted" if job_over else "running"
+        elif t.get("tune") == "RUNNING" and not job_over:
+            status = "running"  # started, not yet past Trial() (result.json comes with run())
         else:
             status = "not started" if job_over else "pending"
         slurm_job = (job or {}).get("trial_jobs", {}).get(tid)
@@ -128,7 +141,7 @@ def status(argv: list[str]) -> int:
     job, jobs = job_info(d)
     rows = trial_rows(d, job, jobs)
     counts = Counter(r["status"] for r in rows)
-    reasons = Counter(r["reason"] for r in rows if r["status"] in ("stopped", "diverged", "failed") and r["reason"])
+    reasons = Counter(r["reason"] for r in rows if r["status"] in ("stopped", "diverged") and r["reason"])
     if args.json:
         print(json.dumps({"sweep_dir": str(d), "counts": counts, "trials": rows, "jobs": jobs,
                           "stop_reasons": reasons, "job": job}, indent=1, default=str))
@@ -144,7 +157,9 @@ def status(argv: list[str]) -> int:
         print(f"\n{'trial':<{w}}  {'status':<11}  {'epochs':>7}  {'retries':>7}  reason")
         for r in rows:
             ep = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
-            print(f"{r['trial']:<{w}}  {r['status']:<11}  {ep:>7}  {r['failures']:>7}  {r['reason'] or ''}")
+            reason = r["reason"] or ""
+            print(f"{r['trial']:<{w}}  {r['status']:<11}  {ep:>7}  {r['failures']:>7}  "
+                  f"{reason[:100] + ('...' if len(reason) > 100 else '')}")
     if reasons:
         print("\nstop reasons:")
         for reason, n in reasons.most_common():
@@ -170,6 +185,8 @@ def cancel(argv: list[str]) -> int:
     if not job:
         return _fail("cancel", f"{args.sweep_dir}: no Slurm job recorded (no slurm/job.json)")
     rc = 0
+    if job.get("array_job_ids"):  # a multirun: cancelling the arrays also cancels their pending tasks
+        jobs = [{"job_id": a, **job_state(a)} for a in job["array_job_ids"]]
     for j in jobs:
         if not is_active(j.get("state")):
             print(f"slurm job {j['job_id']}: already {j.get('state') or 'gone'}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema
@@ -163,8 +164,6 @@ def write_sweep(
 
 def prefix(tables: dict[str, pa.Table], last_step: int, steps: int) -> dict[str, pa.Table]:
     """The tables as the online stopper sees them when step `last_step` has been logged."""
-    import pyarrow.compute as pc
-
     done = (last_step + 1) // steps - 1  # last completed epoch
     return {
         "batches": tables["batches"].filter(pc.less_equal(tables["batches"]["step"], last_step)),

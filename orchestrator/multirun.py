@@ -1,0 +1,199 @@
+"""`energy-at train -m ...`: a Hydra multirun, every trial its own job, no Ray.
+
+    energy-at train -m method=fgsm,pgd seed=0,1 out=runs/grid                      # one after another, here
+    energy-at train -m method=fgsm,pgd seed=0,1 hydra/launcher=submitit_local ...   # local processes
+    energy-at train -m method=fgsm,pgd seed=0,1 out=runs/grid \\
+        hydra/launcher=submitit_slurm hydra.launcher.partition=debug hydra.launcher.timeout_min=60
+
+Before anything is launched the grid is expanded (`orchestrator.space.expand`, the same
+syntax as `energy-at sweep`) and every trial is composed and validated; a bad value is one
+line naming the trial and the field, exit 2, and nothing is submitted. Each job then runs
+`Trial(...).run()` and writes the usual Parquet layout under `out`, so `energy-at report <out>`
+works on a multirun as on a sweep.
+
+A trial that raises inside a job keeps its logs (its buffered telemetry is flushed, its
+result.json says `failed` with the exception) and fails its job: with the submitit launchers
+the job exits 1 (Slurm state FAILED) with the traceback in its log
+(`<out>/hydra/multirun-<time>/.submitit/<jobid>/`); the other jobs still run, Hydra reports the
+exception once all are done, and `energy-at train -m` exits 1 after listing every trial's
+outcome. Each Slurm job records itself in `<out>/slurm/jobs/<jobid>.json` for
+`energy-at status <out>` and `energy-at cancel <out>`.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from orchestrator.config import compose_trial, validated
+from workloads.config import ConfigError, TrialConfig, flatten, trial_id
+
+VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p", "--package",
+               "-i", "--info"}
+OK = ("finished", "stopped", "diverged")  # outcomes of a trial that ran to its end (diverged is a result)
+
+# --- the Hydra task: one trial ------------------------------------------------------------------------
+def task(cfg: DictConfig) -> dict:
+    """Run one trial from its Hydra job config; a crash is recorded in result.json, then re-raised."""
+    from workloads.trial import Trial
+
+    trial_cfg = validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    _record_job(trial_cfg)
+    trial = None
+    try:
+        trial = Trial(trial_cfg)
+        return trial.run()
+    except Exception as e:
+        _record_failure(trial_cfg, trial, e)
+        if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
+            traceback.print_exc()  # the job's own log shows why
+            atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
+        raise
+
+
+main = hydra.main(config_path="conf", config_name="train", version_base=None)(task)
+
+
+def _exit_failed() -> None:
+    """Exit code 1 for a submitit job whose trial raised.
+
+    Hydra's `run_job` turns the task's exception into a FAILED JobReturn, which submitit stores
+    as the job's (successful) result: without this the Slurm job would end COMPLETED. Run at
+    interpreter exit, after submitit wrote that result, so the driver still collects every job
+    and Hydra still reports the trial's exception; only the exit status changes.
+    """
+    print("energy-at: the trial of this job failed (traceback above): exit status 1", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(1)
+
+
+def _record_job(cfg: TrialConfig) -> None:
+    """In a Slurm job: <out>/slurm/jobs/<jobid>.json, so `energy-at status|cancel <out>` find it."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    array, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{array}_{task_id}" if array and task_id else job
+    record = {"job_id": job_id, "array_job_id": array, "trial": trial_id(cfg),
+              "folder": os.environ["SUBMITIT_FOLDER"].replace("%j", job_id), "started": time.time(),
+              "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
+    try:
+        d = Path(cfg.out) / "slurm" / "jobs"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{job_id}.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, d / f"{job_id}.json")
+    except OSError as e:
+        print(f"energy-at: could not record Slurm job {job_id}: {e}", file=sys.stderr)
+
+
+def _record_failure(cfg: TrialConfig, trial: Any, error: BaseException) -> None:
+    """Keep what the trial logged so far and say why it failed (a rerun truncates to the checkpoint)."""
+    try:
+        if trial is not None:
+            trial.log.flush()
+        tid = trial.id if trial is not None else trial_id(cfg)
+        tdir = Path(cfg.out) / "trials" / f"trial={tid}"
+        tdir.mkdir(parents=True, exist_ok=True)
+        reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        result = {"trial": tid, "status": "failed", "reason": reason,
+                  "epochs_done": getattr(trial, "epoch", 0), "steps_done": getattr(trial, "step", 0),
+                  "out": str(cfg.out)}
+        for name, obj in (("config.json", flatten(cfg) | {"trial_id": tid}), ("result.json", result)):
+            if name == "config.json" and (tdir / name).exists():
+                continue
+            tmp = tdir / f".{name}.tmp"
+            tmp.write_text(json.dumps(obj, indent=1, default=str))
+            os.replace(tmp, tdir / name)
+    except Exception as e:  # never hide the trial's own exception
+        print(f"energy-at: could not record the failure of the trial: {e}", file=sys.stderr)
+
+
+# --- the command ----------------------------------------------------------------------------------
+def _split(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's own flags and hydra.* / hydra/... overrides, trial overrides)."""
+    hydra_args, trial_args = [], []
+    it = iter(a for a in argv if a not in ("-m", "--multirun"))
+    for a in it:
+        if a.startswith("-"):
+            hydra_args.append(a)
+            if a in VALUE_FLAGS:
+                hydra_args.append(next(it, ""))
+            continue
+        key = a.lstrip("+~").split("=", 1)[0]
+        (hydra_args if key == "hydra" or key.startswith(("hydra.", "hydra/")) else trial_args).append(a)
+    return hydra_args, trial_args
+
+
+def plan(trial_args: list[str]) -> list[tuple[list[str], TrialConfig]]:
+    """Expand the grid and validate every trial; ConfigError names the trial and the field."""
+    from orchestrator.space import expand, parse
+    from hydra.core.override_parser.types import IntervalSweep
+
+    for o in parse(trial_args):
+        if isinstance(o.value(), IntervalSweep):
+            raise ConfigError(o.get_key_element(), "interval(...) is random search: use `energy-at sweep` "
+                              "(sweep.num_samples); `train -m` takes grid axes (a,b,c / range(...))")
+    trials = []
+    for i, overrides in enumerate(expand(trial_args)):
+        try:
+            cfg = compose_trial(overrides)
+        except ConfigError as e:
+            raise ConfigError(f"trial {i} ({' '.join(overrides)})", str(e)) from None
+        trials.append((overrides, cfg))
+    return trials
+
+
+def _launcher(hydra_args: list[str]) -> str:
+    for a in hydra_args:
+        key, _, value = a.lstrip("+~").partition("=")
+        if key == "hydra/launcher":
+            return value
+    return "basic"
+
+
+def multirun(argv: list[str]) -> int:
+    """`energy-at train -m [overrides]`: validate every trial, then run them through Hydra's launcher."""
+    from orchestrator.cli import fail
+
+    hydra_args, trial_args = _split(argv)
+    try:
+        trials = plan(trial_args)
+    except ConfigError as e:
+        return fail("train", str(e))
+    launcher = _launcher(hydra_args)
+    outs = sorted({str(Path(c.out).resolve()) for _, c in trials})
+    print(f"multirun: {len(trials)} trials -> {', '.join(outs)} (launcher {launcher})", flush=True)
+    saved = sys.argv
+    sys.argv = ["energy-at", "--multirun", *hydra_args, *trial_args]
+    try:
+        main()
+        rc = 0
+    except SystemExit as e:  # Hydra exits 1 after printing a failed job's error
+        rc = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    bad = 0
+    for overrides, cfg in trials:
+        tid = trial_id(cfg)
+        try:
+            r = json.loads((Path(cfg.out) / "trials" / f"trial={tid}" / "result.json").read_text())
+        except (OSError, ValueError):
+            r = {"status": "missing", "reason": "no result.json"}
+        bad += r.get("status") not in OK
+        print(f"  {tid:<28} {r.get('status', '?'):<9} {r.get('reason') or ''}")
+    if bad or rc:
+        print(f"energy-at train -m: {bad} of {len(trials)} trials did not finish", file=sys.stderr)
+        return 1
+    return 0
