@@ -6,7 +6,7 @@ from typing import Any
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from workloads.config import ConfigError, TrialConfig, from_dict, validate
 
@@ -23,11 +23,11 @@ def _group_error(e: MissingConfigException) -> ConfigError:
     return ConfigError("config", str(e).splitlines()[0])
 
 
-def compose_trial(overrides: list[str]) -> TrialConfig:
-    """Hydra overrides -> a validated TrialConfig (raises ConfigError with a one-line message)."""
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose `orchestrator/conf/<name>.yaml` with overrides; Hydra's errors become one-line ConfigErrors."""
     try:
         with initialize_config_module(CONFIG_MODULE, version_base=None):
-            cfg = compose("train", overrides=overrides)
+            return compose(name, overrides=overrides)
     except MissingConfigException as e:
         raise _group_error(e) from None
     except HydraException as e:
@@ -35,7 +35,11 @@ def compose_trial(overrides: list[str]) -> TrialConfig:
         key = getattr(cause, "full_key", None)
         msg = getattr(cause, "msg", None) or str(e)
         raise ConfigError(key or "override", msg.splitlines()[0]) from None
-    return validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def compose_trial(overrides: list[str]) -> TrialConfig:
+    """Hydra overrides -> a validated TrialConfig (raises ConfigError with a one-line message)."""
+    return validated(OmegaConf.to_container(compose_config("train", overrides), resolve=True))  # type: ignore[arg-type]
 
 
 def validated(d: dict[str, Any]) -> TrialConfig:

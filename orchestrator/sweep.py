@@ -6,18 +6,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
-from orchestrator.config import CONFIG_MODULE, ConfigError, compose_trial
+from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
 from workloads.config import TrialConfig, trial_id
 
@@ -93,17 +88,7 @@ class Sweep:
             if a.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("sweep", "cluster"):
                 raise ConfigError(a.split("=", 1)[0], "not a trial field nor a sweep./cluster. setting; "
                                   f"trial fields: {', '.join(sorted(TRIAL_KEYS))} (the sweep sets `out`: use sweep.out)")
-        try:
-            with initialize_config_module(CONFIG_MODULE, version_base=None):
-                cfg = compose("sweep", overrides=sweep_args)
-        except MissingConfigException as e:
-            from orchestrator.config import _group_error
-
-            raise _group_error(e) from None
-        except HydraException as e:
-            cause = e.__cause__
-            raise ConfigError(getattr(cause, "full_key", None) or "override",
-                              (getattr(cause, "msg", None) or str(e)).splitlines()[0]) from None
+        cfg = compose_config("sweep", sweep_args)
         config: SweepConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         s = config.sweep
         _validate_settings(config)
