@@ -95,12 +95,15 @@ class TrialConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the network; energies and losses stay fp32)
+    channels_last: bool = False  # NHWC memory format for conv nets on GPU
     threads: int | None = None  # torch CPU threads; None: torch's default
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
 
 
-RUN_ONLY = ("out", "trial_id", "device", "threads")  # keys that do not change what a trial computes
+RUN_ONLY = ("out", "trial_id", "device", "threads")
+PRECISIONS = ("fp32", "bf16")  # keys that do not change what a trial computes
 
 
 class ConfigError(ValueError):
@@ -198,5 +201,6 @@ def validate(cfg: TrialConfig) -> None:
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
+    choice("precision", cfg.precision, PRECISIONS)
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError("device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")

@@ -89,6 +89,8 @@ class Trial:
         c, h, _ = self.data.shape
         info = DATASETS[d.name]
         self.model = build_model(cfg.model.name, self.data.num_classes, c, h, info.mean, info.std).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.method = get_method(cfg.method.name)
         self.attack = self.method.attack_name(cfg.method, cfg.attack.name)
         self.alpha = cfg.attack.alpha or default_alpha(self.attack, cfg.attack.eps)
@@ -115,23 +117,29 @@ class Trial:
             return fn(self.model, x, y, a.eps, self.alpha, noise=a.noise)
         return fn(self.model, x, y, a.eps, self.alpha)
 
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast for the network when `precision=bf16`; a no-op context for fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     def optimise(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> Step:
         """One optimiser step of the method: attack, logits, loss, update."""
         m, model = self.method, self.model
         for group in self.opt.param_groups:
             group["lr"] = lr
         model.train()
-        result = self._attack(x, y) if m.adversarial else None
-        x_adv = result.x_adv if result else x
-        logits_adv = model(x_adv)
-        logits_nat = model(x) if m.uses_nat else (logits_adv if not m.adversarial else None)
-        x_sgld = None
-        if m.uses_sgld:
-            p = self.cfg.method
-            x_sgld = self.sgld.sample(model, len(x), p.sgld_steps, p.sgld_step_size, p.sgld_noise)
-        logits = Logits(y=y, adv=logits_adv, nat=logits_nat, start=result.logits_start if result else None,
-                        sgld=model(x_sgld) if x_sgld is not None else None)
-        terms = m.loss(logits, self.cfg.method)
+        x = x.contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            result = self._attack(x, y) if m.adversarial else None
+            x_adv = result.x_adv if result else x
+            logits_adv = model(x_adv)
+            logits_nat = model(x) if m.uses_nat else (logits_adv if not m.adversarial else None)
+            x_sgld = None
+            if m.uses_sgld:
+                p = self.cfg.method
+                x_sgld = self.sgld.sample(model, len(x), p.sgld_steps, p.sgld_step_size, p.sgld_noise)
+            logits = Logits(y=y, adv=logits_adv, nat=logits_nat, start=result.logits_start if result else None,
+                            sgld=model(x_sgld) if x_sgld is not None else None)
+            terms = m.loss(logits, self.cfg.method)  # losses cast logits to fp32 themselves
         self.opt.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.opt.step()
@@ -144,7 +152,7 @@ class Trial:
             if s.attack.start_is_natural:
                 logits_nat = s.attack.logits_start
             else:
-                with torch.no_grad(), frozen_norm_stats(self.model):
+                with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
                     logits_nat = self.model(s.x)
         stats = batch_stats(logits_nat.detach(), s.logits.adv.detach(), s.y)
         stats["loss"] = s.terms.loss.detach()
