@@ -95,7 +95,9 @@ def ray_env(token_path: Path) -> dict[str, str]:
     env = dict(os.environ)
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):  # a token from the user's shell must not win over ours
         env.pop(key, None)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0")
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0",
+               # SIGTERM (our stop, scancel, requeue) stops the node now: no 30 s drain (it only helps Serve)
+               RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
     return env
 
 

@@ -81,7 +81,8 @@ class SweepJob(Checkpointable):
             seen = cluster.connect(runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
             grid = plan.run_here()
             summary = {"nodes": seen["nodes_alive"], "restart": cluster.restart,
-                       "trials": {r.path and Path(r.path).name: ("error" if r.error else "ok") for r in grid}}
+                       "trials": {(Path(r.path).name if r.path else str(i)): ("error" if r.error else "ok")
+                                  for i, r in enumerate(grid)}}
             ok = True
         finally:
             if not self._interrupted:

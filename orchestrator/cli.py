@@ -18,6 +18,8 @@ commands:
   query   <sweep_dir> "<SQL>"     SQL over the tables batches, epochs, probes, events, trials
   status  <sweep_dir> [--json]    trials (running/finished/stopped/diverged/failed) and the Slurm job
   cancel  <sweep_dir>             scancel the sweep's Slurm job(s)
+  eval    <ckpt|trial|sweep_dir>  clean / PGD / AutoAttack accuracy (+ --energies) -> evals table
+  generate <ckpt|trial_dir>       class-conditional SGLD samples, image grid (+ --metrics IS/FID/KID, Fisher)
 """
 
 
@@ -98,9 +100,12 @@ def sweep(argv: list[str]) -> int:
     print(f"sweep {s.name}: {len(plan.trials)} trials -> {plan.dir}  (scheduler {s.scheduler}, "
           f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
     if plan.cluster.kind == "slurm":
-        from cluster.slurm import submit
+        from cluster.slurm import SubmitError, submit
 
-        job = submit(plan)
+        try:
+            job = submit(plan)
+        except SubmitError as e:
+            return fail("sweep", str(e))
         print(f"submitted Slurm job {job.job_id}; logs: {job.paths.stdout.parent}\n"
               f"follow with: energy-at status {plan.dir}")
         return 0
@@ -127,6 +132,20 @@ def _status(name: str) -> Callable[[list[str]], int]:
     return run
 
 
+def evaluate(argv: list[str]) -> int:
+    """`energy-at eval` (workloads/evaluation/cli.py)."""
+    from workloads.evaluation.cli import main as run
+
+    return run(argv)
+
+
+def generate(argv: list[str]) -> int:
+    """`energy-at generate` (workloads/generation/cli.py)."""
+    from workloads.generation.cli import main as run
+
+    return run(argv)
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train,
     "sweep": sweep,
@@ -135,6 +154,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "query": _analysis("query"),
     "status": _status("status"),
     "cancel": _status("cancel"),
+    "eval": evaluate,
+    "generate": generate,
 }
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 DONE = ("finished", "stopped", "diverged", "failed")
+_EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b:?")  # "pkg.FooError: msg"
 
 
 def _fail(command: str, message: str) -> int:
@@ -60,8 +62,9 @@ def _error_line(trial_dir: Path, filename: str | None) -> str | None:
             lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
             continue
-        if lines:
-            return lines[-1][:200]
+        heads = [ln for ln in lines if _EXC.match(ln)]
+        if heads or lines:
+            return (heads or lines)[-1][:200]
     return None
 
 
