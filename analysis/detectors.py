@@ -185,6 +185,7 @@ def co_energy(
     warmup_epochs: int = 2,
     min_scale: float = 0.05,
     probe_share: float = 0.2,
+    epoch_z: float = 3.5,
 ) -> pl.DataFrame:
     """Catastrophic overfitting from the delta-energy stream (kind 'co_energy').
 
@@ -195,8 +196,9 @@ def co_energy(
       only); the event fires at the first step where >= min_share of the trial's last
       `window` batches are abnormal on the same side, once >= warmup_epochs epochs
       form the baseline. score = robust z of that batch.
-    epoch: the same test on the epoch-level probe-split values, against the expanding
-      median / 1.4826*MAD (>= 2*min_scale) of earlier epochs; fires at the first abnormal epoch.
+    epoch: the same test on the epoch-level probe-split values (dE against PGD examples),
+      against the expanding median / 1.4826*MAD (>= 2*min_scale) of earlier epochs, with
+      `epoch_z` for de and de_y and `z` for de_std; fires at the first abnormal epoch.
     probe: per-sample dE = e_nat - e_adv; a sample is abnormal if it lies more than
       max(z*1.4826*MAD, min_shift) from the median of the trial's first probe epoch;
       fires at the first later epoch where the abnormal share >= probe_share (score).
@@ -205,7 +207,7 @@ def co_energy(
     if batches is not None:
         parts.append(_co_batch(batches, z, min_shift, window, min_share, warmup_epochs, min_scale))
     if epochs is not None:
-        parts.append(_co_epoch(epochs, z, min_shift, warmup_epochs, 2 * min_scale))
+        parts.append(_co_epoch(epochs, epoch_z, min_shift, warmup_epochs, 2 * min_scale, z))
     if probes is not None:
         parts.append(_co_probe(probes, z, min_shift, probe_share))
     return _concat(parts)
@@ -283,7 +285,8 @@ def _co_batch(batches: Frame, z: float, min_shift: float, window: int, min_share
     return _events(chosen, "co_energy")
 
 
-def _co_epoch(epochs: Frame, z: float, min_shift: float, warmup_epochs: int, min_scale: float) -> pl.DataFrame:
+def _co_epoch(epochs: Frame, z: float, min_shift: float, warmup_epochs: int, min_scale: float,
+              z_spread: float) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
     base = (
         _ordered_epochs(epochs, "probe", ["trial", "epoch", *sig])
@@ -300,9 +303,10 @@ def _co_epoch(epochs: Frame, z: float, min_shift: float, warmup_epochs: int, min
             loc.alias("loc"), scale.alias("scale"),
         ).with_columns(score=(pl.col("value") - pl.col("loc")) / pl.col("scale"))
         dev = pl.col("value") - pl.col("loc")
-        hit = (pl.col("score") >= z) & (dev >= min_shift)
+        zc = z if side == 0 else z_spread  # the spread grows in healthy early training: stricter
+        hit = (pl.col("score") >= zc) & (dev >= min_shift)
         if side == 0:
-            hit = hit | ((pl.col("score") <= -z) & (dev <= -min_shift))
+            hit = hit | ((pl.col("score") <= -zc) & (dev <= -min_shift))
         found.append(_first(rows, hit & (pl.col("n_prev") >= warmup_epochs), "epoch"))
     first = (
         pl.concat(found)

@@ -220,7 +220,7 @@ def pandas_co_batch(df: pd.DataFrame, z=6.0, min_shift=1.0, window=20, min_share
     return ev.groupby("trial").head(1).drop(columns="a").assign(kind="co_energy")
 
 
-def pandas_co_epoch(ep: pd.DataFrame, z=6.0, min_shift=1.0, warmup=2, min_scale=0.1):
+def pandas_co_epoch(ep: pd.DataFrame, z=3.5, min_shift=1.0, warmup=2, min_scale=0.1, z_spread=6.0):
     e = ep[ep["split"] == "probe"].sort_values(["trial", "epoch"]).reset_index(drop=True)
     g = e.groupby("trial", sort=False)
     e["n_prev"] = g.cumcount()
@@ -230,9 +230,10 @@ def pandas_co_epoch(ep: pd.DataFrame, z=6.0, min_shift=1.0, warmup=2, min_scale=
         scale = np.fmax(MAD_TO_SD * g[c].transform(lambda s: _expanding_before(s, "mad")), min_scale)
         dev = e[c] - loc
         score = dev / scale
-        hit = (score >= z) & (dev >= min_shift)
+        zc = z if side == 0 else z_spread  # as analysis.detectors: de_std keeps the stricter z
+        hit = (score >= zc) & (dev >= min_shift)
         if side == 0:
-            hit |= (score <= -z) & (dev <= -min_shift)
+            hit |= (score <= -zc) & (dev <= -min_shift)
         found.append(_first(e[["trial", "epoch"]].assign(score=score), hit & (e["n_prev"] >= warmup), "epoch"))
     ev = pd.concat(found).assign(a=lambda f: -f["score"].abs()).sort_values(["trial", "epoch", "a"], kind="stable")
     return ev.groupby("trial").head(1).drop(columns="a").assign(kind="co_energy", step=np.nan)

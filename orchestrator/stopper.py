@@ -45,22 +45,30 @@ class EnergyStopper(tune.Stopper):
         event = first_event(self.dir, result["trial"], result["epoch"], self.stop_on)
         if event is None:
             return False
-        record(self.dir, event | {"action": "stopped"})
+        done = {"epochs_done": result["epoch"] + 1}
+        if "step" in result:
+            done["steps_done"] = result["step"] + 1
+        record(self.dir, event | {"action": "stopped"}, done)
         return True
 
     def stop_all(self) -> bool:
         return False
 
 
-def record(sweep_dir: Path, event: dict) -> None:
-    """Append one event to the sweep's `events` table and mark the trial's result.json as stopped."""
+def record(sweep_dir: Path, event: dict, done: dict | None = None) -> None:
+    """Append one event to the sweep's `events` table and mark the trial's result.json as stopped.
+
+    `done` (epochs_done, steps_done at the stop) replaces the progress in result.json, which a
+    running trial writes only when it starts and ends (a stopped trial does not reach its end).
+    """
     trial = event["trial"]
     events_dir = sweep_dir / "events" / f"trial={trial}"
     seq = len(list(events_dir.glob("part-*.parquet"))) if events_dir.is_dir() else 0
     PartWriter(sweep_dir, "events", trial, seq).write({k: [v] for k, v in event.items()})
     result_path = sweep_dir / "trials" / f"trial={trial}" / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {"trial": trial}
-    result |= {"status": "stopped", "reason": f"{event['kind']} at epoch {event['epoch']}: {event['evidence']}"}
+    result |= (done or {}) | {"status": "stopped",
+                              "reason": f"{event['kind']} at epoch {event['epoch']}: {event['evidence']}"}
     tmp = result_path.with_name(".result.json.tmp")
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, result_path)

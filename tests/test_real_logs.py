@@ -1,0 +1,146 @@
+"""Detectors on real training logs: Fashion-MNIST, FGSM with catastrophic overfitting vs healthy RS-FGSM.
+
+The logs are made once per test session by `real_runs()` (shared with tests/test_stopper.py):
+
+1. one real `energy-at sweep` on embedded Ray with the energy stopper on: FGSM (CO) and
+   RS-FGSM (healthy), one CPU each, side by side; the FGSM trial gets stopped;
+2. a copy of that sweep directory in which the stopped FGSM trial is resumed in-process
+   to its last epoch: its logs are then those of an uninterrupted run (a trial resumes
+   exactly from its per-epoch checkpoint), so both trials have full curves, as with
+   the stopper off.
+
+Settings and the measured onsets behind them: docs/detection.md.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from analysis.detectors import detect
+from analysis.read import Sweep
+from orchestrator.config import compose_trial
+from workloads.config import trial_id
+from workloads.trial import Trial
+
+pytestmark = pytest.mark.slow
+
+# the onset table's setting (docs/detection.md), cut to 4 epochs: with seed 2 FGSM's val PGD
+# accuracy goes 0.035, 0.125, 0.004 (collapse at epoch 2) and RS-FGSM's 0.19, 0.30, 0.34, 0.30
+EPOCHS = 4
+SETTINGS = ["attack.eps=0.3", f"epochs={EPOCHS}", "batch_size=128", "data.subset=10000", "data.val_size=256",
+            "data.probe_size=256", "data.test_size=256", "eval.pgd_steps=5"]
+SEED = 2
+METHODS = ("fgsm", "rs_fgsm")  # CO, healthy
+COLLAPSE_RATIO = 0.5  # the collapse definition of docs/detection.md
+
+
+@dataclass(frozen=True)
+class Runs:
+    sweep: Path  # the sweep, stopper on: FGSM stopped
+    full: Path  # the same trials, FGSM resumed to its last epoch (full curves)
+    co: str  # FGSM trial id
+    healthy: str  # RS-FGSM trial id
+    seconds: dict
+
+
+_RUNS: list[Runs] = []
+
+
+def energy_at(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def trial_overrides(method: str) -> list[str]:
+    return [f"method={method}", f"seed={SEED}", *SETTINGS]
+
+
+def real_runs(root: Path) -> Runs:
+    """Make the logs once per session (the first caller's `root` holds them)."""
+    if _RUNS:
+        return _RUNS[0]
+    sweep, full = root / "sweep", root / "full"
+    t0 = time.time()
+    r = energy_at("sweep", "sweep=smoke", f"method={','.join(METHODS)}", f"seed={SEED}", *SETTINGS,
+                  f"sweep.out={sweep}", "sweep.report=false")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    t1 = time.time()
+    ids = {m: trial_id(compose_trial([*trial_overrides(m), f"out={sweep}"])) for m in METHODS}
+    assert {p.name.removeprefix("trial=") for p in (sweep / "trials").iterdir()} == set(ids.values())
+    shutil.copytree(sweep, full, ignore=shutil.ignore_patterns("tune", "events"))
+    cfg = compose_trial([*trial_overrides("fgsm"), f"out={full}", "threads=1", "device=cpu"])
+    assert trial_id(cfg) == ids["fgsm"]
+    summary = Trial(cfg).run()  # resumes after the stop epoch
+    assert summary["status"] == "finished", summary
+    runs = Runs(sweep, full, ids["fgsm"], ids["rs_fgsm"],
+                {"sweep": t1 - t0, "resume": time.time() - t1})
+    print(f"real logs: sweep {runs.seconds['sweep']:.0f} s, resume {runs.seconds['resume']:.0f} s")
+    _RUNS.append(runs)
+    return runs
+
+
+def collapse_epoch(acc: list[float]) -> int | None:
+    """First epoch e >= 1 with val PGD accuracy <= 0.5 x the best of epochs < e."""
+    for e in range(1, len(acc)):
+        if acc[e] <= COLLAPSE_RATIO * max(acc[:e]):
+            return e
+    return None
+
+
+def all_events(directory: Path) -> pl.DataFrame:
+    s = Sweep(directory)
+    return detect(s.scan("batches"), s.scan("epochs"), s.scan("probes"))
+
+
+def val_pgd(directory: Path, trial: str) -> list[float]:
+    epochs = Sweep(directory).scan("epochs").filter((pl.col("trial") == trial) & (pl.col("split") == "val"))
+    return epochs.sort("epoch").collect()["acc_pgd"].to_list()
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Runs:
+    return real_runs(tmp_path_factory.mktemp("real-logs"))
+
+
+def test_full_curves_exist(runs: Runs) -> None:
+    for trial in (runs.co, runs.healthy):
+        result = json.loads((runs.full / "trials" / f"trial={trial}" / "result.json").read_text())
+        assert result["status"] == "finished" and result["epochs_done"] == EPOCHS
+        batches = Sweep(runs.full).scan("batches").filter(pl.col("trial") == trial).collect()
+        assert batches["step"].to_list() == list(range(result["steps_done"]))
+
+
+def test_co_energy_fires_at_the_pgd_collapse(runs: Runs) -> None:
+    acc = val_pgd(runs.full, runs.co)
+    collapse = collapse_epoch(acc)
+    assert collapse is not None, f"no PGD collapse in the FGSM run: {acc}"
+    events = all_events(runs.full).filter((pl.col("trial") == runs.co) & (pl.col("kind") == "co_energy"))
+    assert not events.is_empty(), f"co_energy missed CO (val PGD accuracy {acc}, collapse at epoch {collapse})"
+    onset = events["epoch"].min()
+    assert abs(onset - collapse) <= 1, (onset, collapse, acc, events["evidence"].to_list())
+
+
+def test_no_events_on_the_healthy_run(runs: Runs) -> None:
+    acc = val_pgd(runs.full, runs.healthy)
+    assert collapse_epoch(acc) is None, acc
+    assert max(acc) > 0.25, acc
+    events = all_events(runs.full).filter(pl.col("trial") == runs.healthy)
+    assert events.is_empty(), events["evidence"].to_list()
+
+
+def test_cli_detect_json_gives_the_same_events(runs: Runs) -> None:
+    r = energy_at("detect", str(runs.full), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    cols = ["trial", "kind", "epoch", "step", "evidence"]
+    cli = sorted(tuple(e[c] for c in cols) for e in json.loads(r.stdout))
+    here = sorted(all_events(runs.full).select(cols).rows())
+    assert cli == here and cli, (cli, here)
+    assert {e[0] for e in cli} == {runs.co}

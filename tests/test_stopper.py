@@ -1,0 +1,70 @@
+"""The energy stopper on a real sweep: the FGSM trial with catastrophic overfitting is stopped,
+the healthy RS-FGSM one is not, and the decision equals offline detection on the same prefix.
+
+The sweep (embedded Ray, stopper on) is made once per session by `test_real_logs.real_runs`,
+which also resumes the stopped trial to its end in a copy of the directory (full curves).
+"""
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from test_real_logs import EPOCHS, Runs, all_events, real_runs
+
+from analysis.detectors import detect
+from analysis.read import Sweep
+from orchestrator.stopper import DEFAULT_STOP_ON
+
+pytestmark = pytest.mark.slow
+
+KEY = ["trial", "kind", "epoch", "step", "evidence"]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> Runs:
+    return real_runs(tmp_path_factory.mktemp("real-logs"))
+
+
+def result(runs: Runs, trial: str) -> dict:
+    return json.loads((runs.sweep / "trials" / f"trial={trial}" / "result.json").read_text())
+
+
+def recorded(runs: Runs) -> pl.DataFrame:
+    return Sweep(runs.sweep).scan("events").collect()
+
+
+def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
+    events = recorded(runs)
+    assert events["trial"].to_list() == [runs.co], events.rows()
+    stop = events.row(0, named=True)
+    assert stop["action"] == "stopped" and stop["kind"] in DEFAULT_STOP_ON
+    co = result(runs, runs.co)
+    assert co["status"] == "stopped", co
+    assert co["reason"].startswith(f"{stop['kind']} at epoch {stop['epoch']}: ")
+    assert co["epochs_done"] == stop["epoch"] + 1  # stopped right after the epoch that fired
+    epochs = Sweep(runs.sweep).scan("epochs").filter(pl.col("trial") == runs.co).collect()
+    assert epochs["epoch"].max() == stop["epoch"]  # no later epoch was evaluated
+    healthy = result(runs, runs.healthy)
+    assert healthy["status"] == "finished" and healthy["epochs_done"] == EPOCHS > stop["epoch"] + 1
+
+
+def test_stop_decision_equals_offline_detection_on_the_prefix(runs: Runs) -> None:
+    stop = recorded(runs).row(0, named=True)
+    sweep = Sweep(runs.sweep)
+    prefix = {t: sweep.scan(t).filter((pl.col("trial") == runs.co) & (pl.col("epoch") <= stop["epoch"]))
+              for t in ("batches", "epochs", "probes")}
+    offline = (detect(prefix["batches"], prefix["epochs"], prefix["probes"])
+               .filter(pl.col("kind").is_in(DEFAULT_STOP_ON))
+               .sort("epoch", "step", nulls_last=True))
+    assert not offline.is_empty()
+    first = offline.row(0, named=True)
+    assert {k: first[k] for k in KEY} == {k: stop[k] for k in KEY}
+    assert first["score"] == pytest.approx(stop["score"])
+    # causality on a real stream: the uninterrupted run's first event is the same one
+    full = all_events(runs.full).filter((pl.col("trial") == runs.co) & pl.col("kind").is_in(DEFAULT_STOP_ON))
+    assert full.sort("epoch", "step", nulls_last=True).select(KEY).row(0) == tuple(stop[k] for k in KEY)
+
+
+def test_healthy_trial_has_no_event_offline_either(runs: Runs) -> None:
+    assert all_events(runs.sweep).filter(pl.col("trial") == runs.healthy).is_empty()
