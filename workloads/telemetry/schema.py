@@ -79,11 +79,52 @@ EVENTS: list[Column] = [
     ("action", pa.string(), "'stopped' when the online stopper ended the trial, else 'logged'"),
 ]
 
+EVALS: list[Column] = [
+    ("schema_version", pa.int16(), "version of this schema the row was written with"),
+    ("trial", pa.string(), "trial id"),
+    ("attack", pa.string(), "'clean', 'pgdK' (K steps), 'pgdK-targeted', 'apgd-ce', 'autoattack' or 'autoattack-fast' (`energy-at eval`)"),
+    ("eps", pa.float32(), "L-inf radius of the attack (0 for clean)"),
+    ("n", pa.int32(), "samples evaluated"),
+    ("accuracy", pa.float32(), "share of samples still classified right (clean accuracy for 'clean')"),
+    ("checkpoint", pa.string(), "path of the checkpoint evaluated"),
+    ("which", pa.string(), "'best' or 'last' checkpoint (or 'file' when a .pt was given)"),
+    ("checkpoint_epoch", pa.int32(), "the checkpoint's `epoch` field"),
+    ("split", pa.string(), "'test' or 'val'"),
+    ("steps", pa.int32(), "attack iterations (null for clean and AutoAttack)"),
+    ("restarts", pa.int32(), "random restarts of PGD (null otherwise)"),
+    ("alpha", pa.float32(), "PGD step size (null otherwise)"),
+    ("seconds", pa.float32(), "wall time of this attack over the n samples"),
+    ("wall_time", pa.float64(), "host UNIX time when the row was written"),
+]
+
+ATTACK_ENERGIES: list[Column] = [
+    ("schema_version", pa.int16(), "version of this schema the row was written with"),
+    ("trial", pa.string(), "trial id"),
+    ("attack", pa.string(), "attack name as in `evals`"),
+    ("targeted", pa.bool_(), "the attack pushed towards `target` instead of away from `label`"),
+    ("eps", pa.float32(), "L-inf radius of the attack"),
+    ("split", pa.string(), "'test' or 'val'"),
+    ("checkpoint", pa.string(), "path of the checkpoint evaluated"),
+    ("sample_id", pa.int64(), "index of the sample in the original train or test set"),
+    ("label", pa.int16(), "true class y"),
+    ("target", pa.int16(), "target class of a targeted attack (null if untargeted)"),
+    ("e_nat", pa.float32(), "E(x) before the attack"),
+    ("e_adv", pa.float32(), "E(x*) after the attack"),
+    ("e_nat_y", pa.float32(), "E(x,y) before the attack"),
+    ("e_adv_y", pa.float32(), "E(x*,y) after the attack"),
+    ("e_adv_t", pa.float32(), "E(x*,target) after a targeted attack (null if untargeted)"),
+    ("correct_nat", pa.bool_(), "prediction on x is right"),
+    ("correct_adv", pa.bool_(), "prediction on x* is right"),
+    ("pred_adv", pa.int16(), "predicted class of x*"),
+]
+
 TABLES: dict[str, list[Column]] = {
     "batches": BATCHES,
     "epochs": EPOCHS,
     "probes": PROBES,
     "events": EVENTS,
+    "evals": EVALS,
+    "attack_energies": ATTACK_ENERGIES,
 }
 
 

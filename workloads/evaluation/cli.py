@@ -1,0 +1,170 @@
+"""`energy-at eval`: final robustness (clean, PGD-k with restarts, AutoAttack) of trained checkpoints.
+
+Writes the `evals` table (and with --energies the `attack_energies` table and a
+PNG) under the sweep directory the trial wrote to, and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from workloads.evaluation.checkpoint import CheckpointError, TrialRef, load_trial, resolve, trial_data
+from workloads.evaluation.robust import ATTACK_HELP, evaluate, head, parse_attacks, with_energy_attacks
+
+USAGE = "energy-at eval <checkpoint.pt | trial dir | sweep dir> [options]"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse would print the usage first)
+        raise CheckpointError(message)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="energy-at eval", usage=USAGE, description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="checkpoint .pt, <out>/checkpoints/trial=<id>, or a sweep/train out dir")
+    p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--n", type=int, default=1000, help="samples evaluated (default 1000)")
+    p.add_argument("--attacks", default="clean,pgd20,pgd50,autoattack", help=f"comma list of: {ATTACK_HELP}")
+    p.add_argument("--restarts", type=int, default=2, help="PGD random restarts (default 2)")
+    p.add_argument("--eps", type=float, default=None, help="L-inf radius (default: the trial's attack.eps)")
+    p.add_argument("--alpha", type=float, default=None, help="PGD step size (default eps/4)")
+    p.add_argument("--which", default="best", choices=("best", "last"), help="checkpoint of a trial/sweep dir")
+    p.add_argument("--energies", action="store_true",
+                   help="also log per-sample E(x), E(x,y) before/after untargeted and targeted attacks + PNG")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-write", action="store_true", help="print only; write no Parquet")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("n", "restarts", "batch_size"):
+        if getattr(args, name) < 1:
+            raise CheckpointError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
+    if args.eps is not None and not 0 <= args.eps <= 1:
+        raise CheckpointError(f"--eps: must be in [0, 1] (inputs are in [0,1]), got {args.eps}")
+    if args.alpha is not None and args.alpha <= 0:
+        raise CheckpointError(f"--alpha: must be positive, got {args.alpha}")
+    if args.threads is not None and args.threads < 1:
+        raise CheckpointError(f"--threads: must be a positive integer, got {args.threads}")
+    if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
+        raise CheckpointError(f"--device: unknown device {args.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def next_seq(folder: Path) -> int:
+    """The next free part number in a table/trial folder (parts are never overwritten)."""
+    seqs = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet") if p.stem.split("-")[1].isdigit()]
+    return max(seqs, default=-1) + 1
+
+
+def write_table(sweep: Path, table: str, trial: str, columns: dict[str, list]) -> Path:
+    from workloads.telemetry.schema import SCHEMA_VERSION
+    from workloads.telemetry.writer import PartWriter
+
+    n = len(next(iter(columns.values())))
+    writer = PartWriter(sweep, table, trial)
+    writer.seq = next_seq(writer.dir)
+    writer.write({"schema_version": [SCHEMA_VERSION] * n, "trial": [trial] * n, **columns})
+    return writer.dir / f"part-{writer.seq - 1:06d}.parquet"
+
+
+def eval_one(ref: TrialRef, args: argparse.Namespace, specs, device: torch.device) -> dict:
+    model, cfg, meta = load_trial(ref, device)
+    eps = cfg.attack.eps if args.eps is None else args.eps
+    data = trial_data(cfg, device, test_size=None)
+    split = head(data.test if args.split == "test" else data.val, args.n)
+    if len(split) < args.n:
+        print(f"note: {args.split} split of trial {ref.trial} has {len(split)} samples (< --n {args.n})")
+    result = evaluate(model, split, specs, eps, args.alpha, args.restarts, data.num_classes, args.batch_size,
+                      energies=args.energies, seed=args.seed)
+    epoch = meta.get("epoch")
+    common = {"checkpoint": str(ref.checkpoint), "which": ref.which, "checkpoint_epoch": epoch,
+              "split": args.split}
+    out = {"trial": ref.trial, "method": cfg.method.name, "which": ref.which, "eps": eps, "n": len(split),
+           "acc": {r["attack"]: r["accuracy"] for r in result.rows}, "rows": result.rows}
+    if not args.no_write:
+        now = time.time()
+        cols: dict[str, list] = {k: [] for k in (*result.rows[0], *common, "wall_time")}
+        for r in result.rows:
+            for k, v in {**r, **common, "wall_time": now}.items():
+                cols[k].append(v)
+        out["evals_part"] = write_table(ref.sweep_dir, "evals", ref.trial, cols)
+    if result.energies is not None:
+        from workloads.evaluation import energies as en
+
+        n = len(result.energies["attack"])
+        out["energy_summary"] = en.summarise(result.energies)
+        tag = f"trial={ref.trial}-{ref.which}-{args.split}-eps{eps:g}"
+        out["png"] = en.plot(result.energies, ref.sweep_dir / "eval_plots" / f"attack_energies-{tag}.png",
+                             title=f"{cfg.method.name} ({ref.trial}, {ref.which}), {args.split} n={len(split)}, "
+                                   f"eps {eps:g}")
+        if not args.no_write:
+            out["energies_part"] = write_table(ref.sweep_dir, "attack_energies", ref.trial,
+                                               {**result.energies, "split": [args.split] * n,
+                                                "checkpoint": [str(ref.checkpoint)] * n})
+    return out
+
+
+def format_table(results: list[dict], attacks: list[str]) -> str:
+    head_ = f"{'trial':<28} {'method':<9} {'ckpt':<5} {'eps':>6} {'n':>5}" + "".join(f" {a:>12}" for a in attacks)
+    lines = [head_]
+    for r in results:
+        lines.append(f"{r['trial']:<28} {r['method']:<9} {r['which']:<5} {r['eps']:>6.3g} {r['n']:>5}"
+                     + "".join(f" {r['acc'][a]:>12.4f}" for a in attacks))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    from workloads.data import DatasetError
+
+    try:
+        if {"-h", "--help"} & set(argv):
+            parser().print_help()
+            return 0
+        args = parser().parse_args(argv)
+        _check(args)
+        try:
+            specs = parse_attacks(args.attacks)
+        except ValueError as e:
+            raise CheckpointError(f"--attacks: {e}") from None
+        if args.energies:
+            specs = with_energy_attacks(specs)
+        refs = resolve(args.path, args.which)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = device_of(args.device)
+        results = []
+        for ref in refs:
+            started = time.time()
+            r = eval_one(ref, args, specs, device)
+            results.append(r)
+            print(f"evaluated {ref.checkpoint} in {time.time() - started:.1f} s", file=sys.stderr, flush=True)
+    except (CheckpointError, DatasetError) as e:
+        print(f"energy-at eval: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results, [s.name for s in specs]))
+    for r in results:
+        if "evals_part" in r:
+            print(f"evals -> {r['evals_part']}")
+        if "energy_summary" in r:
+            from workloads.evaluation.energies import format_summary
+
+            print(f"\nenergies of trial {r['trial']} (mean over samples):")
+            print(format_summary(r["energy_summary"]))
+            if "energies_part" in r:
+                print(f"attack_energies -> {r['energies_part']}")
+            print(f"figure -> {r['png']}")
+    return 0
