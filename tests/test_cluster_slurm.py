@@ -241,9 +241,14 @@ def test_multirun_slurm_array_with_a_crashing_trial_then_report(slurm_cluster, t
         _assert_exactly_once(out, trials[method])
     failed = _result(out, trials["n_fgsm"])
     assert failed["status"] == "failed" and "Error" in failed["reason"]
-    status = _status(capsys, out)
-    states = {r["trial"]: status_job["state"] for status_job in status["jobs"]
-              for r in status["trials"] if r["slurm_job"] == status_job["job_id"]}
+    deadline = time.time() + 60
+    while True:  # submitit returns a task's result before Slurm has run its epilogue: wait for final states
+        status = _status(capsys, out)
+        states = {r["trial"]: status_job["state"] for status_job in status["jobs"]
+                  for r in status["trials"] if r["slurm_job"] == status_job["job_id"]}
+        if not {"RUNNING", "COMPLETING", "PENDING"} & set(states.values()) or time.time() > deadline:
+            break
+        time.sleep(1)
     assert states == {trials["fgsm"]: "COMPLETED", trials["rs_fgsm"]: "COMPLETED", trials["n_fgsm"]: "FAILED"}
     logs = list((out / "hydra").glob("multirun-*/.submitit/*/*_log.err"))
     assert any("_resume" in f.read_text() for f in logs)  # the traceback is in the failed job's log
