@@ -127,18 +127,26 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
     return rows
 
 
+def _parse_sweep_dir(parser: argparse.ArgumentParser, argv: list[str], command: str) -> argparse.Namespace | int:
+    """Parse argv; an exit code instead of the namespace for --help, bad arguments or a missing sweep_dir."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if not Path(args.sweep_dir).is_dir():
+        return _fail(command, f"{args.sweep_dir}: no such directory")
+    return args
+
+
 def status(argv: list[str]) -> int:
     """energy-at status <sweep_dir> [--json]"""
     parser = argparse.ArgumentParser(prog="energy-at status", description="trials and Slurm job of a sweep")
     parser.add_argument("sweep_dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    args = _parse_sweep_dir(parser, argv, "status")
+    if isinstance(args, int):
+        return args
     d = Path(args.sweep_dir).resolve()
-    if not d.is_dir():
-        return _fail("status", f"{args.sweep_dir}: no such directory")
     if not any((d / sub).exists() for sub in ("trials", "tune", "slurm/job.json")):
         return _fail("status", f"{args.sweep_dir}: not a sweep directory (no trials/, tune/ or slurm/job.json)")
     job, jobs = job_info(d)
@@ -177,13 +185,10 @@ def cancel(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="energy-at cancel", description="cancel the Slurm job(s) of a sweep")
     parser.add_argument("sweep_dir")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    args = _parse_sweep_dir(parser, argv, "cancel")
+    if isinstance(args, int):
+        return args
     d = Path(args.sweep_dir).resolve()
-    if not d.is_dir():
-        return _fail("cancel", f"{args.sweep_dir}: no such directory")
     job, jobs = job_info(d)
     if not job:
         return _fail("cancel", f"{args.sweep_dir}: no Slurm job recorded (no slurm/job.json)")
