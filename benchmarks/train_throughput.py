@@ -4,8 +4,11 @@
     python benchmarks/train_throughput.py --gpu           # GPU: PreActResNet-18 on CIFAR-shaped data in memory
 
 Each method family (single-step FGSM, PGD-10, TRADES, JEAT) runs one epoch of the
-same model, data size and batch in both implementations, alternating, after a
-warm-up; the ratio is energy-at / reference. On GPU the table also reports the
+same model, data size and batch in three implementations, round-robin after a
+warm-up round: the reference loop (benchmarks/reference_loop.py), energy-at in
+fp32 (the default config) and energy-at's fast path (bf16 autocast for the
+network, channels_last; `--fast` adds e.g. a torch.compile mode). Telemetry is on
+in both energy-at variants; each ratio is energy-at / reference. On GPU the table also reports the
 achieved TFLOP/s (FLOPs of the forward and backward passes of one step, counted by
 torch.utils.flop_counter, times steps per second) against the device's measured
 bf16 matmul rate.
@@ -73,68 +76,83 @@ def step_flops(trial: Trial) -> float:
     return counter.get_total_flops()
 
 
-def run(family: str, args, device, overrides: list[str]) -> dict:
-    ours, ref_epoch = FAMILIES[family]
+FAST = ["precision=bf16", "channels_last=true"]  # energy-at's fast path (bf16 network, fp32 energies and losses)
+
+
+def trial(family: str, overrides: list[str], out: str, data: Dataset | None, device) -> Trial:
+    cfg = compose_trial([*FAMILIES[family][0], *overrides, f"out={out}", "epochs=1"])
+    return Trial(replace(cfg, device=str(device)), data=data)
+
+
+def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
+    """img/s of one epoch for the reference loop, energy-at fp32 and energy-at's fast path, alternating rounds."""
+    overrides = [*overrides, f"batch_size={batch}"]
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose_trial([*ours, *overrides, f"out={out}", f"batch_size={args.batch}", "epochs=1"])
         data = synthetic_cifar(args.n, device) if args.gpu else None
-        trial = Trial(replace(cfg, device=str(device)), data=data)
-        d = trial.data
+        ours = {"fp32": trial(family, overrides, out + "/fp32", data, device),
+                "fast": trial(family, [*overrides, *FAST, *args.fast], out + "/fast", data, device)}
+        cfg, d = ours["fp32"].cfg, ours["fp32"].data
         info = DATASETS[cfg.data.name]
-        c, h, _ = d.shape
-        model = build_model(cfg.model.name, d.num_classes, c, h, info.mean, info.std).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
-        data_loader = ref.loader(d.train.images, d.train.labels, args.batch, args.workers)
+        model = build_model(cfg.model.name, d.num_classes, d.shape[0], d.shape[1], info.mean, info.std).to(device)
+        o = cfg.optim  # the method's optimiser (JEAT: Adam), with the reference code's plain (non-fused) update
+        opt = (torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+               if o.name == "adam" else
+               torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay))
+        data_loader = ref.loader(d.train.images, d.train.labels, batch, args.workers)
         buffer = torch.rand(10000, *d.shape)
-        n = len(d.train)
-        times = {"energy-at": [], "reference": []}
-        for r in range(args.rounds + 1):  # round 0 warms up both
-            sync(device)
-            t = time.perf_counter()
-            trial.train_epoch(r)
-            sync(device)
-            if r:
-                times["energy-at"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            ref_epoch(model, data_loader, opt, device, cfg.attack.eps, buffer)
-            sync(device)
-            if r:
-                times["reference"].append(time.perf_counter() - t)
-        row = {k: n / min(v) for k, v in times.items()}
+        reference = lambda: FAMILIES[family][1](model, data_loader, opt, device, cfg.attack.eps, buffer)  # noqa: E731
+        epochs = {"reference": reference, **{k: (lambda r, t=t: t.train_epoch(r)) for k, t in ours.items()}}
+        times: dict[str, list[float]] = {k: [] for k in epochs}
+        for r in range(args.rounds + 1):  # round 0 warms up (and compiles) every variant
+            for name, epoch in epochs.items():
+                sync(device)
+                t = time.perf_counter()
+                epoch(r) if name != "reference" else epoch()
+                sync(device)
+                if r:
+                    times[name].append(time.perf_counter() - t)
+        row = {k: len(d.train) / min(v) for k, v in times.items()}
         if args.gpu:
-            row["tflops"] = step_flops(trial) * trial.steps_per_epoch / min(times["energy-at"]) / 1e12
+            fast = ours["fast"]
+            row["tflops"] = step_flops(fast) * fast.steps_per_epoch / min(times["fast"]) / 1e12
         return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gpu", action="store_true", help="PreActResNet-18, CIFAR-shaped data, bf16, channels_last")
+    ap.add_argument("--gpu", action="store_true", help="PreActResNet-18 on CIFAR-shaped data in GPU memory")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--n", type=int, default=None, help="training images per epoch")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, nargs="+", default=None,
+                    help="batch sizes (default: 128 as in the papers; on GPU also 512)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2, help="reference DataLoader workers (the papers use 2)")
-    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--fast", nargs="*", default=[], metavar="OVERRIDE",
+                    help="extra overrides for the fast path only, e.g. compile=max-autotune-no-cudagraphs")
+    ap.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE", dest="overrides",
+                    help="Hydra overrides for every energy-at variant")
     args = ap.parse_args()
     device = torch.device("cuda" if args.gpu else "cpu")
     if args.gpu:
-        args.n = args.n or 10240
-        overrides = ["model=preact_resnet18", "attack=linf_cifar", "precision=bf16", "channels_last=true",
-                     "data=cifar10", *args.overrides]
+        args.n, args.batch = args.n or 10240, args.batch or [128, 512]
+        overrides = ["model=preact_resnet18", "attack=linf_cifar", "data=cifar10", *args.overrides]
         peak = bf16_matmul_tflops(device)
         print(f"{torch.cuda.get_device_name()}: measured bf16 matmul {peak:.0f} TFLOP/s")
     else:
-        args.n = args.n or 2048
+        args.n, args.batch = args.n or 2048, args.batch or [128]
         overrides = [f"data.subset={args.n}", *args.overrides]
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, n={args.n}, "
-          f"batch {args.batch}, overrides {overrides}")
-    print(f"{'family':<8} {'energy-at img/s':>16} {'reference img/s':>16} {'ratio':>7}" + ("  TFLOP/s  of peak" if args.gpu else ""))
-    for family in args.families:
-        row = run(family, args, device, overrides)
-        line = f"{family:<8} {row['energy-at']:>16.1f} {row['reference']:>16.1f} {row['energy-at'] / row['reference']:>7.2f}"
-        if args.gpu:
-            line += f"  {row['tflops']:>7.1f}  {row['tflops'] / peak:>6.1%}"
-        print(line, flush=True)
+          f"overrides {overrides}, fast path {FAST + args.fast}")
+    print(f"{'family':<8} {'batch':>5} {'reference':>10} {'fp32':>10} {'ratio':>6} {'fast':>10} {'ratio':>6}"
+          + ("  TFLOP/s  of peak" if args.gpu else "") + "   (img/s)")
+    for batch in args.batch:
+        for family in args.families:
+            row = run(family, args, device, overrides, batch)
+            line = (f"{family:<8} {batch:>5} {row['reference']:>10.1f} {row['fp32']:>10.1f} "
+                    f"{row['fp32'] / row['reference']:>6.2f} {row['fast']:>10.1f} {row['fast'] / row['reference']:>6.2f}")
+            if args.gpu:
+                line += f"  {row['tflops']:>7.1f}  {row['tflops'] / peak:>6.1%}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

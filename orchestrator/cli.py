@@ -109,7 +109,10 @@ def sweep(argv: list[str]) -> int:
         print(f"submitted Slurm job {job.job_id}; logs: {job.paths.stdout.parent}\n"
               f"follow with: energy-at status {plan.dir}")
         return 0
-    plan.run_here()
+    try:
+        plan.run_here()
+    except ConfigError as e:  # what only the machine running the sweep can check (its GPUs)
+        return fail("sweep", str(e))
     return finish(plan)
 
 

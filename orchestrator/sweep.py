@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -149,10 +150,20 @@ class Sweep:
         import ray
 
         if not ray.is_initialized():
+            _check_local_gpus(self.settings.resources.gpus)
             ray.init(include_dashboard=self.cluster.dashboard, log_to_driver=True,
                      runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
         self.dir.mkdir(parents=True, exist_ok=True)
         return self.tuner().fit()
+
+
+def _check_local_gpus(gpus: float) -> None:
+    """Trials that ask for GPUs would wait forever on embedded Ray without one: say so instead."""
+    import torch
+
+    if gpus > 0 and torch.cuda.device_count() < math.ceil(gpus):
+        raise ConfigError("sweep.resources.gpus", f"each trial asks for {gpus} GPU(s) but this machine has "
+                          f"{torch.cuda.device_count()}; set sweep.resources.gpus=0 or run with cluster=slurm")
 
 
 def _pythonpath() -> str:
@@ -170,6 +181,9 @@ def _validate_settings(config: SweepConfig) -> None:
             raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(DETECTORS)}")
     if s.resources.cpus <= 0 or s.resources.gpus < 0:
         raise ConfigError("sweep.resources", "cpus must be > 0 and gpus >= 0")
+    if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):
+        raise ConfigError("sweep.resources.gpus", f"got {s.resources.gpus}: use a whole number of GPUs, or a "
+                          "fraction below 1 to pack several trials onto one GPU")
     if s.num_samples < 1:
         raise ConfigError("sweep.num_samples", f"must be a positive integer, got {s.num_samples}")
     if c.kind not in ("local", "slurm"):

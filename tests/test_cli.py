@@ -29,9 +29,13 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     ("model=vit", "model", "allowed: preact_resnet18"),
     ("epochs=0", "epochs", "positive integer"),
     ("attack.epz=0.1", "attack.epz", "not in 'AttackConfig'"),
+    ("optim.name=adamw", "optim.name", "allowed: adam, sgd"),
+    ("optim=lion", "optim", "allowed: adam, sgd"),
+    ("compile=fast", "compile", "allowed: default, max-autotune"),
+    ("compile=reduce-overhead device=cpu", "compile", "needs device=cuda"),
 ])
 def test_bad_config_gets_one_clear_line_and_exit_2(tmp_path, override, field, hint):
-    r = energy_at("train", override, f"out={tmp_path}")
+    r = energy_at("train", *override.split(), f"out={tmp_path}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr

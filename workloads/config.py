@@ -53,10 +53,12 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # sgd | adam
     lr: float = 0.05
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd
     weight_decay: float = 5e-4
-    nesterov: bool = False
+    nesterov: bool = False  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
 
 
 @dataclass
@@ -96,14 +98,18 @@ class TrialConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast for the network; energies and losses stay fp32)
-    channels_last: bool = False  # NHWC memory format for conv nets on GPU
+    channels_last: bool = False  # NHWC memory format for conv nets (with bf16 the fast path on CPU and GPU)
+    compile: str | None = None  # torch.compile mode for the network; reduce-overhead adds CUDA graphs; None: eager
     threads: int | None = None  # torch CPU threads; None: torch's default
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
 
 
-RUN_ONLY = ("out", "trial_id", "device", "threads")
-PRECISIONS = ("fp32", "bf16")  # keys that do not change what a trial computes
+RUN_ONLY = ("out", "trial_id", "device", "threads")  # keys that do not change what a trial computes
+PRECISIONS = ("fp32", "bf16")
+OPTIMIZERS = ("sgd", "adam")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class ConfigError(ValueError):
@@ -174,6 +180,9 @@ def validate(cfg: TrialConfig) -> None:
     choice("data.name", cfg.data.name, DATASETS)
     choice("model.name", cfg.model.name, MODELS)
     choice("schedule.name", cfg.schedule.name, SCHEDULES)
+    choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    if len(cfg.optim.betas) != 2 or not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError("optim.betas", f"must be two numbers in [0,1), got {cfg.optim.betas}")
     if cfg.attack.name is not None:
         choice("attack.name", cfg.attack.name, ATTACKS)
     if cfg.method.name == "der":
@@ -202,5 +211,10 @@ def validate(cfg: TrialConfig) -> None:
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
     choice("precision", cfg.precision, PRECISIONS)
+    if cfg.compile is not None:
+        choice("compile", cfg.compile, COMPILE_MODES)
+        if cfg.compile in CUDA_GRAPH_MODES and cfg.device == "cpu":
+            raise ConfigError("compile", f"{cfg.compile!r} records CUDA graphs and needs device=cuda; on CPU use "
+                              "compile=default or leave compile unset")
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError("device", f"unknown device {cfg.device!r}; allowed: auto, cpu, cuda, cuda:N")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from workloads.attacks import ATTACKS, AttackResult, default_alpha
-from workloads.config import TrialConfig, flatten, trial_id, validate
+from workloads.config import CUDA_GRAPH_MODES, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
 from workloads.methods import Logits, Terms, get_method
@@ -50,6 +50,16 @@ def frozen_norm_stats(model: nn.Module) -> Iterator[None]:
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
+
+
+def build_optimizer(model: nn.Module, o: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    """SGD or Adam from `optim.*`; the fused (one-kernel) update on CUDA."""
+    fused = device.type == "cuda" or None  # CPU keeps the default foreach update: CPU logs stay bit-identical
+    if o.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                fused=fused)
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                           nesterov=o.nesterov, fused=fused)
 
 
 @dataclass
@@ -94,9 +104,9 @@ class Trial:
         self.method = get_method(cfg.method.name)
         self.attack = self.method.attack_name(cfg.method, cfg.attack.name)
         self.alpha = cfg.attack.alpha or default_alpha(self.attack, cfg.attack.eps)
-        o = cfg.optim
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                   weight_decay=o.weight_decay, nesterov=o.nesterov)
+        self.opt = build_optimizer(self.model, cfg.optim, self.device)
+        if cfg.compile:
+            self.model.compile(mode=cfg.compile)  # in place: state_dict keys stay those of the eager model
         self.sgld = (ReplayBuffer(self.data.shape, cfg.method.buffer_size, cfg.method.reinit, self.device)
                      if self.method.uses_sgld else None)
         self.steps_per_epoch = num_batches(len(self.data.train), cfg.batch_size, drop_last=False)
@@ -127,6 +137,8 @@ class Trial:
         for group in self.opt.param_groups:
             group["lr"] = lr
         model.train()
+        if self.cfg.compile in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier graph outputs may be reused
         x = x.contiguous(memory_format=self.memory_format)
         with self.autocast():
             result = self._attack(x, y) if m.adversarial else None

@@ -37,7 +37,7 @@ def _ascend(model: nn.Module, x: Tensor, delta: Tensor, objective: Objective) ->
         logits = model(x + delta)
         (grad,) = torch.autograd.grad(objective(logits).sum(), delta)
     delta.requires_grad_(False)
-    return grad, logits.detach()
+    return grad, logits.detach().clone()  # a copy: CUDA-graph replays (compile=reduce-overhead) reuse the output
 
 
 def _uniform(x: Tensor, radius: float) -> Tensor:
@@ -47,6 +47,14 @@ def _uniform(x: Tensor, radius: float) -> Tensor:
 def _into_image(x: Tensor, delta: Tensor) -> Tensor:
     """Clip delta so that x + delta lies in [0,1] (in place)."""
     return delta.clamp_(-x, 1 - x)
+
+
+def _sign_step(delta: Tensor, grad: Tensor, alpha: float, eps: float, lo: Tensor, hi: Tensor) -> Tensor:
+    """delta = clip(clip(delta + alpha * sign(grad), -eps, eps), -x, 1 - x), in place, no temporaries.
+
+    `lo, hi = -x, 1 - x` are computed once per attack rather than once per step.
+    """
+    return delta.add_(grad.sign_(), alpha=alpha).clamp_(-eps, eps).clamp_(lo, hi)
 
 
 def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float | None = None) -> AttackResult:
@@ -82,11 +90,11 @@ def energy_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: flo
 
 def _projected_ascent(model: nn.Module, x: Tensor, delta: Tensor, objective: Objective,
                       eps: float, alpha: float, steps: int) -> tuple[Tensor, Tensor | None]:
-    logits_start = None
+    logits_start, lo, hi = None, -x, 1 - x
     for _ in range(steps):
         grad, logits = _ascend(model, x, delta, objective)
         logits_start = logits if logits_start is None else logits_start
-        _into_image(x, delta.add_(alpha * grad.sign()).clamp_(-eps, eps))
+        _sign_step(delta, grad, alpha, eps, lo, hi)
     return delta, logits_start
 
 

@@ -26,7 +26,7 @@ class ReplayBuffer:
             with torch.enable_grad():
                 x.requires_grad_(True)
                 (grad,) = torch.autograd.grad(marginal_energy(model(x)).sum(), x)
-            x = (x.detach() - step_size * grad + noise * torch.randn_like(x)).clamp_(0, 1)
+            x = x.detach().sub_(grad, alpha=step_size).add_(torch.randn_like(x), alpha=noise).clamp_(0, 1)
         model.train(was_training)
         self.samples[idx] = x
         return x

@@ -1,0 +1,87 @@
+"""The fast path (issue 6): bf16 + channels_last within noise of fp32, torch.compile, fractional GPUs in Ray."""
+import math
+
+import polars as pl
+import pytest
+import torch
+
+from orchestrator.config import compose_trial
+from orchestrator.sweep import Sweep
+from workloads.trial import Trial
+
+FAST = ["precision=bf16", "channels_last=true"]
+
+
+def batches(out, trial):
+    return pl.read_parquet(f"{out}/batches/trial={trial.id}/*.parquet").sort("step")
+
+
+@pytest.mark.slow
+def test_bf16_channels_last_robust_accuracy_within_noise_of_fp32(tmp_path):
+    common = ["method=pgd", "attack.steps=5", "attack.eps=0.1", "epochs=2", "data.subset=3000", "data.val_size=256",
+              "data.probe_size=64", "data.test_size=1000", "eval.pgd_steps=10", f"out={tmp_path}"]
+    fp32, fast = Trial(compose_trial(common)), Trial(compose_trial([*common, *FAST]))
+    assert fast.model.training and next(fast.model.parameters()).dtype == torch.float32  # autocast, fp32 weights
+    result = {"fp32": fp32.run(), "fast": fast.run()}
+    # same seed, same initial weights and batches: the first step's energies agree to bf16 precision
+    first = {k: batches(tmp_path, t).row(0, named=True) for k, t in (("fp32", fp32), ("fast", fast))}
+    for col in ("e_nat", "e_adv", "loss"):
+        assert first["fast"][col] == pytest.approx(first["fp32"][col], rel=0.02, abs=0.02), col
+    # after 2 epochs: test accuracies within 3 standard errors of a difference of two proportions (n = 1000)
+    for key in ("test_acc_nat", "test_acc_pgd"):
+        p, n = result["fp32"][key], result["fp32"]["test_n"]
+        noise = 3 * math.sqrt(2 * max(p * (1 - p), 0.01) / n)
+        assert abs(result["fast"][key] - p) <= noise, (key, result, noise)
+    assert result["fp32"]["test_acc_pgd"] > 0.3  # both really learned something robust
+
+
+def test_compiled_network_trains_like_eager_and_saves_eager_keys(tmp_path):
+    common = ["method=pgd", "attack.steps=2", "epochs=1", "batch_size=64", "data.subset=256", "data.val_size=64",
+              "data.probe_size=32", "data.test_size=64", "eval.pgd_steps=2", f"out={tmp_path}"]
+    eager, compiled = Trial(compose_trial(common)), Trial(compose_trial([*common, "compile=default"]))
+    eager.run(), compiled.run()
+    a, b = batches(tmp_path, eager), batches(tmp_path, compiled)
+    assert a["step"].to_list() == b["step"].to_list() == [0, 1, 2, 3]
+    assert b["loss"][0] == pytest.approx(a["loss"][0], rel=1e-3)  # same init, same batch, fused kernels
+    assert b["loss"].to_numpy() == pytest.approx(a["loss"].to_numpy(), rel=0.05)
+    state = torch.load(compiled.checkpoint_dir / "last.pt", weights_only=True)["model"]
+    eager.model.load_state_dict(state)  # strict: no `_orig_mod.` prefixes from the compiled wrapper
+
+
+def _epoch_spans(out):
+    epochs = pl.read_parquet(f"{out}/epochs/*/*.parquet", hive_partitioning=True).filter(pl.col("split") == "val")
+    spans = epochs.group_by("trial").agg(pl.col("wall_time").min().alias("a"), pl.col("wall_time").max().alias("b"))
+    return sorted(spans.select("a", "b").rows())
+
+
+def test_fractional_gpus_pack_trials_onto_one_device(tmp_path):
+    """A mock GPU: Ray is told the node has 1 GPU (there is none here) and trials train on the CPU.
+
+    What is real is Ray's scheduling: with sweep.resources.gpus=0.5 two trials share the
+    one GPU and run at the same time; with gpus=1 they queue.
+    """
+    ray = pytest.importorskip("ray")
+    args = ["sweep=smoke", "method=erm", "seed=0,1", "epochs=6", "device=cpu", "sweep.stop_on=[]",
+            "sweep.report=false", "sweep.resources.cpus=0.5"]
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        for gpus, concurrent in ((0.5, True), (1, False)):
+            out = tmp_path / f"gpus{gpus}"
+            plan = Sweep.from_overrides([*args, f"sweep.resources.gpus={gpus}", f"sweep.out={out}"])
+            assert all(t.device == "cpu" for t in plan.trials)
+            results = plan.run_here()
+            assert not results.errors
+            (a0, a1), (b0, b1) = _epoch_spans(out)  # first and last epoch end of each trial
+            assert (b0 < a1) is concurrent, (gpus, a0, a1, b0, b1)
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_jeat_defaults_to_the_papers_adam_and_learns(tmp_path):
+    """JEAT trains with Adam at 1e-4 (its paper's table); SGD at 0.05 collapsed to a constant classifier."""
+    trial = Trial(compose_trial(["method=jeat", "epochs=2", "data.subset=2048", "data.val_size=256",
+                                 "data.probe_size=64", "data.test_size=500", *FAST, f"out={tmp_path}"]))
+    assert isinstance(trial.opt, torch.optim.Adam) and trial.cfg.optim.lr == 1e-4
+    result = trial.run()
+    assert result["test_acc_nat"] > 0.4 and result["test_acc_pgd"] > 0.2, result  # a constant classifier: 0.1
