@@ -80,11 +80,14 @@ class Sweep:
     `skipped` collects (path, reason) of every file left out; `warn` also prints them.
     """
 
-    def __init__(self, dirs: str | Path | Iterable[str | Path], *, warn: bool = True):
+    def __init__(self, dirs: str | Path | Iterable[str | Path], *, warn: bool = True,
+                 trials: Iterable[str] | None = None):
         if isinstance(dirs, (str, Path)):
             dirs = [dirs]
         self.dirs = [Path(d) for d in dirs]
         self.warn = warn
+        # only these trials' partitions are listed (the stopper reads one trial of a large sweep)
+        self.partitions = [f"trial={t}" for t in trials] if trials is not None else ["trial=*"]
         self.skipped: list[tuple[Path, str]] = []
         self._files: dict[str, list[Path]] = {}
         missing = [str(d) for d in self.dirs if not d.is_dir()]
@@ -97,7 +100,8 @@ class Sweep:
             raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
         if table not in self._files:
             found = sorted(
-                (p for d in self.dirs for p in (d / table).glob("trial=*/*.parquet") if not _hidden(p, d)),
+                (p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
+                 if not _hidden(p, d)),
                 key=lambda p: (p.parent.name, p.name),  # trial id, then part sequence
             )
             with ThreadPoolExecutor(max_workers=8) as pool:

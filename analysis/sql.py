@@ -1,4 +1,4 @@
-"""Polars SQL over a sweep: tables batches, epochs, probes, events, trials."""
+"""Polars SQL over a sweep: every telemetry table (batches, epochs, probes, events, evals, ...) and trials."""
 from __future__ import annotations
 
 import re
@@ -6,6 +6,7 @@ import re
 import polars as pl
 
 from analysis.read import Sweep
+from workloads.telemetry.schema import TABLES
 
 
 class QueryError(Exception):
@@ -14,7 +15,7 @@ class QueryError(Exception):
 
 def frames(sweep: Sweep) -> dict[str, pl.LazyFrame]:
     """The lazy tables a query can name (telemetry tables with their schema, even if empty)."""
-    tables = {t: sweep.scan(t) for t in ("batches", "epochs", "probes", "events")}
+    tables = {t: sweep.scan(t) for t in TABLES}
     tables["trials"] = sweep.trials().lazy()
     return tables
 

@@ -76,15 +76,16 @@ def test_query_formats(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
               "WHERE e.split = 'val' GROUP BY t.\"attack.eps\" ORDER BY 1")
     assert commands.query([str(sweep), joined, "--format", "json"]) == 0
     assert [r["attack.eps"] for r in json.loads(capsys.readouterr().out)] == [0.15, 0.25]
-    assert commands.query([str(sweep), "SELECT COUNT(*) AS n FROM events", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"n": 0}]
+    for table in ("events", "evals", "attack_energies"):  # every telemetry table, even before it has a file
+        assert commands.query([str(sweep), f"SELECT COUNT(*) AS n FROM {table}", "--format", "json"]) == 0
+        assert json.loads(capsys.readouterr().out) == [{"n": 0}]
 
 
 def test_query_errors(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert commands.query([str(sweep), "SELECT * FROM batchez"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "unknown table 'batchez'" in err and "batches, epochs, probes, events, trials" in err
+    assert "unknown table 'batchez'" in err and "batches, epochs, probes, events, evals, attack_energies, trials" in err
     assert commands.query([str(sweep), "SELECT acc FROM epochs"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1

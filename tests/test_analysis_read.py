@@ -102,6 +102,15 @@ def test_corrupt_truncated_and_mistyped_files_are_skipped_and_reported(
     assert epochs.height == 16
 
 
+def test_reading_one_trial_lists_only_its_partition(sweep_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = sweep_dir / "batches" / "trial=0001" / "part-000000.parquet"
+    other.write_bytes(b"PAR1 corrupt")  # another trial's file is neither opened nor reported
+    sweep = Sweep(sweep_dir, trials=["b"])
+    assert {p.parent.name for p in sweep.files("batches")} == {"trial=b"}
+    assert sweep.scan("batches").collect()["trial"].unique().to_list() == ["b"]
+    assert not sweep.skipped and not capsys.readouterr().err
+
+
 def test_hidden_temp_files_are_ignored(sweep_dir: Path) -> None:
     d = sweep_dir / "batches" / "trial=b"
     junk = synth_trial("b", epochs=1, steps=3)["batches"]

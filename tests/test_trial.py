@@ -111,3 +111,20 @@ def test_pgd_at_beats_erm_under_pgd(tmp_path):
         summary = Trial(compose_trial([f"method={method}", *common])).run()
         acc[method] = summary["test_acc_pgd"]
     assert acc["pgd"] > acc["erm"] + 0.2, acc
+
+
+def test_a_stop_recorded_on_the_last_epoch_is_not_overwritten_by_the_finishing_trial(tmp_path):
+    """Tune's stopper runs beside the trial: if it fires on the last epoch, the trial still reaches its end."""
+    from orchestrator.stopper import record
+
+    trial = make_trial(tmp_path, "method=fgsm", "epochs=2")
+    event = {"trial": trial.id, "kind": "co_energy", "epoch": 1, "step": None, "evidence": "test", "action": "stopped"}
+
+    def stopper_fires_on_last_epoch(metrics):
+        if metrics["epoch"] == 1:
+            record(tmp_path, event, {"epochs_done": 2})
+
+    summary = trial.run(stopper_fires_on_last_epoch)
+    result = json.loads((tmp_path / "trials" / f"trial={trial.id}" / "result.json").read_text())
+    assert result["status"] == summary["status"] == "stopped" and result["reason"].startswith("co_energy at epoch 1")
+    assert "test_acc_pgd" in result  # the final evaluation is kept too

@@ -250,6 +250,9 @@ class Trial:
         summary = self._result(status, reason) | {"seconds": time.time() - started}
         if status == "finished":
             summary |= self.final_evaluation()
+            written = json.loads((self.trial_dir / "result.json").read_text())
+            if written.get("status") == "stopped":  # a sweep's stopper fired on the last epoch: keep its verdict
+                summary |= {k: written[k] for k in ("status", "reason")}
         _atomic_json(self.trial_dir / "result.json", summary)
         return summary
 
