@@ -33,12 +33,15 @@ from workloads.data import DATASETS, Dataset, Split  # noqa: E402
 from workloads.models import build_model  # noqa: E402
 from workloads.trial import Trial  # noqa: E402
 
-FAMILIES = {  # family -> (energy-at overrides, reference epoch function and kwargs)
-    "fgsm": (["method=fgsm"], lambda m, d, o, dev, eps, buf: ref.epoch_fgsm(m, d, o, dev, eps)),
-    "pgd10": (["method=pgd", "attack.steps=10"], lambda m, d, o, dev, eps, buf: ref.epoch_pgd(m, d, o, dev, eps, eps / 4, 10)),
+FAMILIES = {  # family -> (energy-at overrides, the reference loop's epoch(model, loader, opt, device, cfg, buffer))
+    "fgsm": (["method=fgsm"], lambda m, d, o, dev, c, buf: ref.epoch_fgsm(m, d, o, dev, c.attack.eps)),
+    "pgd10": (["method=pgd", "attack.steps=10"],
+              lambda m, d, o, dev, c, buf: ref.epoch_pgd(m, d, o, dev, c.attack.eps, c.attack.eps / 4, c.attack.steps)),
     "trades": (["method=trades", "attack.steps=10"],
-               lambda m, d, o, dev, eps, buf: ref.epoch_trades(m, d, o, dev, eps, eps / 4, 10)),
-    "jeat": (["method=jeat", "method.sgld_steps=20"], lambda m, d, o, dev, eps, buf: ref.epoch_jeat(m, d, o, dev, eps, buf)),
+               lambda m, d, o, dev, c, buf: ref.epoch_trades(m, d, o, dev, c.attack.eps, c.attack.eps / 4,
+                                                             c.attack.steps)),
+    "jeat": (["method=jeat", "method.sgld_steps=20"],
+             lambda m, d, o, dev, c, buf: ref.epoch_jeat(m, d, o, dev, c.attack.eps, buf, c.method.sgld_steps)),
 }
 
 
@@ -55,8 +58,8 @@ def synthetic_cifar(n: int, device) -> Dataset:
     return Dataset("cifar10", 10, (3, 32, 32), split(n), split(256), split(256), split(256), augment=True)
 
 
-def bf16_matmul_tflops(device) -> float:
-    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+def bf16_matmul_tflops(device, n: int = 8192) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ a
     sync(device)
@@ -64,7 +67,7 @@ def bf16_matmul_tflops(device) -> float:
     for _ in range(reps):
         a @ a
     sync(device)
-    return 2 * 8192**3 * reps / (time.perf_counter() - t) / 1e12
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
 def step_flops(trial: Trial) -> float:
@@ -84,6 +87,19 @@ def trial(family: str, overrides: list[str], out: str, data: Dataset | None, dev
     return Trial(replace(cfg, device=str(device)), data=data)
 
 
+def host_syncs(trial: Trial) -> str:
+    """Run one step (with telemetry) under CUDA's sync debug mode: 'none', or the first sync it hit."""
+    x, y = trial.data.train.images[: trial.cfg.batch_size].float() / 255, trial.data.train.labels[: trial.cfg.batch_size]
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trial.log.log_step(0, 0, 0.01, trial.telemetry(trial.optimise(x, y, 0.01)))
+        return "none"
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
     """img/s of one epoch for the reference loop, energy-at fp32 and energy-at's fast path, alternating rounds."""
     overrides = [*overrides, f"batch_size={batch}"]
@@ -100,7 +116,7 @@ def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
                torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay))
         data_loader = ref.loader(d.train.images, d.train.labels, batch, args.workers)
         buffer = torch.rand(10000, *d.shape)
-        reference = lambda: FAMILIES[family][1](model, data_loader, opt, device, cfg.attack.eps, buffer)  # noqa: E731
+        reference = lambda: FAMILIES[family][1](model, data_loader, opt, device, cfg, buffer)  # noqa: E731
         epochs = {"reference": reference, **{k: (lambda r, t=t: t.train_epoch(r)) for k, t in ours.items()}}
         times: dict[str, list[float]] = {k: [] for k in epochs}
         for r in range(args.rounds + 1):  # round 0 warms up (and compiles) every variant
@@ -115,12 +131,16 @@ def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
         if args.gpu:
             fast = ours["fast"]
             row["tflops"] = step_flops(fast) * fast.steps_per_epoch / min(times["fast"]) / 1e12
+            if device.type == "cuda":
+                row["syncs"] = host_syncs(fast)
         return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="PreActResNet-18 on CIFAR-shaped data in GPU memory")
+    ap.add_argument("--device", default=None, help="default: cuda with --gpu, else cpu (--gpu --device cpu: a "
+                    "smoke run of the GPU set-up)")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--n", type=int, default=None, help="training images per epoch")
     ap.add_argument("--batch", type=int, nargs="+", default=None,
@@ -132,12 +152,13 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE", dest="overrides",
                     help="Hydra overrides for every energy-at variant")
     args = ap.parse_args()
-    device = torch.device("cuda" if args.gpu else "cpu")
+    device = torch.device(args.device or ("cuda" if args.gpu else "cpu"))
     if args.gpu:
         args.n, args.batch = args.n or 10240, args.batch or [128, 512]
         overrides = ["model=preact_resnet18", "attack=linf_cifar", "data=cifar10", *args.overrides]
-        peak = bf16_matmul_tflops(device)
-        print(f"{torch.cuda.get_device_name()}: measured bf16 matmul {peak:.0f} TFLOP/s")
+        peak = bf16_matmul_tflops(device, 8192 if device.type == "cuda" else 1024)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(f"{name}: measured bf16 matmul {peak:.1f} TFLOP/s")
     else:
         args.n, args.batch = args.n or 2048, args.batch or [128]
         overrides = [f"data.subset={args.n}", *args.overrides]
@@ -151,7 +172,7 @@ def main() -> None:
             line = (f"{family:<8} {batch:>5} {row['reference']:>10.1f} {row['fp32']:>10.1f} "
                     f"{row['fp32'] / row['reference']:>6.2f} {row['fast']:>10.1f} {row['fast'] / row['reference']:>6.2f}")
             if args.gpu:
-                line += f"  {row['tflops']:>7.1f}  {row['tflops'] / peak:>6.1%}"
+                line += f"  {row['tflops']:>7.1f}  {row['tflops'] / peak:>6.1%}  host syncs in a step: {row.get('syncs')}"
             print(line, flush=True)
 
 
