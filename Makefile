@@ -34,8 +34,12 @@ train: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Speed, as ratios against baselines run side by side (benchmarks/RESULTS.md); on a GPU add
+#   $(BIN)/python benchmarks/train_throughput.py --gpu
 bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/telemetry_overhead.py
+	$(BIN)/python benchmarks/telemetry_overhead.py precision=bf16 channels_last=true --methods fgsm pgd jeat
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,12 +1,13 @@
 """The fast path (issue 6): bf16 + channels_last within noise of fp32, torch.compile, fractional GPUs in Ray."""
 import math
+import subprocess
+import sys
 
 import polars as pl
 import pytest
 import torch
 
 from orchestrator.config import compose_trial
-from orchestrator.sweep import Sweep
 from workloads.trial import Trial
 
 FAST = ["precision=bf16", "channels_last=true"]
@@ -54,27 +55,33 @@ def _epoch_spans(out):
     return sorted(spans.select("a", "b").rows())
 
 
+# Ray in a child process with a fresh environment: nothing left in this process by earlier tests reaches it.
+PACKING = """
+import sys, ray
+from orchestrator.sweep import Sweep
+out, args = sys.argv[1], sys.argv[2:]
+ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)  # the mock: a node that claims one GPU
+for gpus in ("0.5", "1"):
+    plan = Sweep.from_overrides([*args, f"sweep.resources.gpus={gpus}", f"sweep.out={out}/gpus{gpus}"])
+    assert all(t.device == "cpu" for t in plan.trials)
+    assert not plan.run_here().errors
+"""
+
+
 def test_fractional_gpus_pack_trials_onto_one_device(tmp_path):
     """A mock GPU: Ray is told the node has 1 GPU (there is none here) and trials train on the CPU.
 
     What is real is Ray's scheduling: with sweep.resources.gpus=0.5 two trials share the
     one GPU and run at the same time; with gpus=1 they queue.
     """
-    ray = pytest.importorskip("ray")
     args = ["sweep=smoke", "method=erm", "seed=0,1", "epochs=6", "device=cpu", "sweep.stop_on=[]",
             "sweep.report=false", "sweep.resources.cpus=0.5"]
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    try:
-        for gpus, concurrent in ((0.5, True), (1, False)):
-            out = tmp_path / f"gpus{gpus}"
-            plan = Sweep.from_overrides([*args, f"sweep.resources.gpus={gpus}", f"sweep.out={out}"])
-            assert all(t.device == "cpu" for t in plan.trials)
-            results = plan.run_here()
-            assert not results.errors
-            (a0, a1), (b0, b1) = _epoch_spans(out)  # first and last epoch end of each trial
-            assert (b0 < a1) is concurrent, (gpus, a0, a1, b0, b1)
-    finally:
-        ray.shutdown()
+    r = subprocess.run([sys.executable, "-c", PACKING, str(tmp_path), *args], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    for gpus, concurrent in (("0.5", True), ("1", False)):
+        (a0, a1), (b0, b1) = _epoch_spans(tmp_path / f"gpus{gpus}")  # first and last epoch end of each trial
+        assert (b0 < a1) is concurrent, (gpus, a0, a1, b0, b1)
 
 
 @pytest.mark.slow
