@@ -1,17 +1,19 @@
-"""Step time with per-batch energy telemetry on vs off, side by side in one process.
+"""Per-batch energy telemetry's cost relative to the training step it observes, in one process.
 
-    python benchmarks/telemetry_overhead.py [--methods fgsm pgd trades] [--steps 30] [--rounds 5]
+    python benchmarks/telemetry_overhead.py [--methods fgsm pgd trades] [--steps 200] [OVERRIDES]
 
-"off" runs `Trial.optimise` only; "on" runs `optimise` + `telemetry` + `EnergyLog.log_step`
-(device buffering, a Parquet part every `flush_every` steps). Blocks of steps alternate
-on/off so drift of the machine hits both; the ratio is median(on) / median(off) per step.
-Methods that do not compute f(x) themselves (e.g. rs_fgsm, pgd) pay one extra forward for
-the natural energies: that is part of what telemetry costs and is included.
+Every step is timed in two parts on the same batch: `Trial.optimise` (the step) and
+`Trial.telemetry` + `EnergyLog.log_step` (the telemetry, device buffering, and a
+Parquet part every `flush_every` steps). The overhead is sum(telemetry) / sum(step);
+timing the two parts of each step, instead of the difference of two separately timed
+runs, keeps the machine's drift out of the ratio (on 2 shared cores that drift is a few
+percent, larger than the effect measured). Methods that do not compute f(x) themselves
+(rs_fgsm, n_fgsm, pgd, prejeat, jeat) pay one extra no-grad forward for the natural
+energies: that is part of what telemetry costs and is included.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -31,44 +33,43 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(method: str, steps: int, rounds: int, overrides: list[str]) -> tuple[float, float]:
+def measure(method: str, steps: int, overrides: list[str]) -> tuple[float, float]:
+    """(seconds of the step, seconds of its telemetry), per step, over `steps` steps after 5 warm-up steps
+    (and a first Parquet write)."""
     with tempfile.TemporaryDirectory() as out:
         trial = Trial(compose_trial([f"method={method}", f"out={out}", "data.subset=4096", "telemetry.flush_every=100",
                                      *overrides]))
         data = list(batches(trial.data.train, trial.cfg.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(0)))
-        times: dict[bool, list[float]] = {True: [], False: []}
-        step = 0
-        for r in range(rounds * 2 + 1):
-            on = r % 2 == 1  # round 0 (off) is a warm-up and is dropped
+        step_s = telemetry_s = 0.0
+        for i in range(steps + 5):
+            x, y, _ = data[i % len(data)]
             sync(trial.device)
-            start = time.perf_counter()
-            for i in range(steps):
-                x, y, _ = data[(step + i) % len(data)]
-                s = trial.optimise(x, y, 0.01)
-                if on:
-                    trial.log.log_step(0, step + i, 0.01, trial.telemetry(s))
-            if on:
+            t0 = time.perf_counter()
+            s = trial.optimise(x, y, 0.01)
+            sync(trial.device)
+            t1 = time.perf_counter()
+            trial.log.log_step(0, i, 0.01, trial.telemetry(s))
+            sync(trial.device)
+            if i >= 5:
+                step_s, telemetry_s = step_s + t1 - t0, telemetry_s + time.perf_counter() - t1
+            elif i == 4:  # the first Parquet write imports pyarrow's lazy modules (~0.5 s, once per process)
                 trial.log.flush()
-            sync(trial.device)
-            if r > 0:
-                times[on].append((time.perf_counter() - start) / steps)
-            step += steps
-        return statistics.median(times[True]), statistics.median(times[False])
+        trial.log.flush()
+        return step_s / steps, telemetry_s / steps
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--methods", nargs="+", default=["fgsm", "rs_fgsm", "pgd", "trades"])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--methods", nargs="+", default=["fgsm", "rs_fgsm", "pgd", "trades", "jeat"])
+    ap.add_argument("--steps", type=int, default=200, help="timed steps per method (2 Parquet flushes)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=preact_resnet18 device=cuda")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, overrides {args.overrides or '-'}")
-    print(f"{'method':<10} {'off ms/step':>12} {'on ms/step':>12} {'ratio on/off':>13}")
+    print(f"{'method':<10} {'step ms':>9} {'telemetry ms':>13} {'overhead':>9}")
     for method in args.methods:
-        on, off = measure(method, args.steps, args.rounds, args.overrides)
-        print(f"{method:<10} {off * 1e3:>12.2f} {on * 1e3:>12.2f} {on / off:>13.3f}")
+        step, telemetry = measure(method, args.steps, args.overrides)
+        print(f"{method:<10} {step * 1e3:>9.2f} {telemetry * 1e3:>13.3f} {telemetry / step:>9.2%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from workloads.attacks import ATTACKS, AttackResult, default_alpha
 from workloads.config import CUDA_GRAPH_MODES, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
+from workloads.host import keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
 from workloads.methods.sgld import ReplayBuffer
 from workloads.models import build_model
@@ -90,6 +91,8 @@ class Trial:
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         torch.manual_seed(cfg.seed)
         d = cfg.data
         self.data = data or load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size,

@@ -90,7 +90,7 @@ class EnergyLog:
         self.present: set[str] = set()
         self.last_flush: dict[str, Any] = {}
         self._index: dict[tuple[str, ...], Tensor] = {}
-        self.bad = torch.zeros((), dtype=torch.bool, device=device)  # any non-finite loss since the last flush
+        self.bad = False  # a non-finite loss in a flushed part (checked on the host copy, no extra sync)
 
     @property
     def pending(self) -> int:
@@ -102,7 +102,6 @@ class EnergyLog:
         if keys not in self._index:  # rows are pre-filled with NaN; write only the columns given
             self._index[keys] = torch.tensor([DEVICE_COLUMNS.index(c) for c in keys], device=self.buffer.device)
         self.buffer[self.pending, self._index[keys]] = torch.stack([stats[c].detach().float() for c in keys])
-        self.bad |= ~torch.isfinite(stats["loss"].detach())
         self.present.update(stats)
         for key, value in (("epoch", epoch), ("step", step), ("lr", lr), ("wall_time", time.time())):
             self.host[key].append(value)
@@ -115,6 +114,7 @@ class EnergyLog:
         if n == 0:
             return {}
         values = self.buffer[:n].cpu().numpy()
+        self.bad = self.bad or not np.isfinite(values[:, DEVICE_COLUMNS.index("loss")]).all()
         columns: dict[str, Any] = {c: values[:, i] for i, c in enumerate(DEVICE_COLUMNS)
                                    if c not in OPTIONAL or c in self.present}
         columns.update(self.host, schema_version=[SCHEMA_VERSION] * n, trial=[self.trial] * n,
@@ -126,8 +126,8 @@ class EnergyLog:
         return columns
 
     def diverged(self) -> bool:
-        """True if a logged loss was NaN/inf (one host sync; call at flush or epoch boundaries)."""
-        return bool(self.bad)
+        """True if a flushed loss was NaN/inf (call after a flush: at flush or epoch boundaries)."""
+        return self.bad
 
     def write(self, table: str, columns: dict[str, Any]) -> None:
         """Write rows of `epochs` or `probes` now, adding the key columns."""
