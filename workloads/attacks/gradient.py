@@ -67,10 +67,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float | None
 
 def rs_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float) -> AttackResult:
     """RS-FGSM (Wong et al.): d ~ U(-eps, eps); d = clip(d + alpha * sign(grad CE(x+d)), -eps, eps); clip01."""
-    delta = _into_image(x, _uniform(x, eps))
-    grad, logits = _ascend(model, x, delta, _ce(y))
-    delta.add_(alpha * grad.sign()).clamp_(-eps, eps)
-    return AttackResult((x + _into_image(x, delta)).detach(), logits)
+    delta, logits = _projected_ascent(model, x, _into_image(x, _uniform(x, eps)), _ce(y), eps, alpha, steps=1)
+    return AttackResult((x + delta).detach(), logits)
 
 
 def n_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, noise: float = 2.0) -> AttackResult:
@@ -82,10 +80,9 @@ def n_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, noi
 
 def energy_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float) -> AttackResult:
     """JEAT eq. 18: d ~ U(-eps, eps); d = clip(d + alpha * sign(grad_x E(x+d, y)), -eps, eps) - ascends E(x,y) only."""
-    delta = _into_image(x, _uniform(x, eps))
-    grad, logits = _ascend(model, x, delta, lambda lg: joint_energy(lg, y))
-    delta.add_(alpha * grad.sign()).clamp_(-eps, eps)
-    return AttackResult((x + _into_image(x, delta)).detach(), logits)
+    delta, logits = _projected_ascent(model, x, _into_image(x, _uniform(x, eps)), lambda lg: joint_energy(lg, y),
+                                      eps, alpha, steps=1)
+    return AttackResult((x + delta).detach(), logits)
 
 
 def _projected_ascent(model: nn.Module, x: Tensor, delta: Tensor, objective: Objective,
