@@ -62,9 +62,7 @@ def record(sweep_dir: Path, event: dict, done: dict | None = None) -> None:
     running trial writes only when it starts and ends (a stopped trial does not reach its end).
     """
     trial = event["trial"]
-    events_dir = sweep_dir / "events" / f"trial={trial}"
-    seq = len(list(events_dir.glob("part-*.parquet"))) if events_dir.is_dir() else 0
-    PartWriter(sweep_dir, "events", trial, seq).write({k: [v] for k, v in event.items()})
+    PartWriter(sweep_dir, "events", trial).write({k: [v] for k, v in event.items()})
     result_path = sweep_dir / "trials" / f"trial={trial}" / "result.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {"trial": trial}
     result |= (done or {}) | {"status": "stopped",

@@ -64,21 +64,14 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def next_seq(folder: Path) -> int:
-    """The next free part number in a table/trial folder (parts are never overwritten)."""
-    seqs = [int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet") if p.stem.split("-")[1].isdigit()]
-    return max(seqs, default=-1) + 1
-
-
 def write_table(sweep: Path, table: str, trial: str, columns: dict[str, list]) -> Path:
+    """Append one part to `table` of `trial` (parts are never overwritten); its path."""
     from workloads.telemetry.schema import SCHEMA_VERSION
     from workloads.telemetry.writer import PartWriter
 
     n = len(next(iter(columns.values())))
-    writer = PartWriter(sweep, table, trial)
-    writer.seq = next_seq(writer.dir)
-    writer.write({"schema_version": [SCHEMA_VERSION] * n, "trial": [trial] * n, **columns})
-    return writer.dir / f"part-{writer.seq - 1:06d}.parquet"
+    return PartWriter(sweep, table, trial).write({"schema_version": [SCHEMA_VERSION] * n, "trial": [trial] * n,
+                                                  **columns})
 
 
 def eval_one(ref: TrialRef, args: argparse.Namespace, specs, device: torch.device) -> dict:

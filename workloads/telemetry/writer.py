@@ -46,16 +46,21 @@ def batch_stats(logits_nat: Tensor, logits_adv: Tensor, y: Tensor) -> dict[str, 
 class PartWriter:
     """Writes one table of one trial as numbered Parquet parts, atomically."""
 
-    def __init__(self, out: str | os.PathLike, table: str, trial: str, seq: int = 0):
+    def __init__(self, out: str | os.PathLike, table: str, trial: str, seq: int | None = None):
+        """`seq`: the next part number; None appends after the parts already on disk (events, evals)."""
         self.dir = Path(out) / table / f"trial={trial}"
         self.schema = arrow_schema(table)
-        self.table, self.seq = table, seq
+        self.table, self.seq = table, self._next_free() if seq is None else seq
 
-    def write(self, columns: dict[str, Any]) -> None:
-        """Write one part from a dict of equal-length columns (missing columns become null)."""
+    def _next_free(self) -> int:
+        stems = [p.stem.removeprefix("part-") for p in self.dir.glob("part-*.parquet")]
+        return max((int(s) for s in stems if s.isdigit()), default=-1) + 1
+
+    def write(self, columns: dict[str, Any]) -> Path | None:
+        """Write one part from a dict of equal-length columns (missing columns become null); its path."""
         n = len(next(iter(columns.values())))
         if n == 0:
-            return
+            return None
         arrays = [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type)
                   for f in self.schema]
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +71,7 @@ class PartWriter:
             os.fsync(f.fileno())
         os.replace(tmp, final)
         self.seq += 1
+        return final
 
     def truncate(self) -> None:
         """Delete parts numbered >= self.seq and leftover temp files (written after the last checkpoint)."""
