@@ -14,17 +14,28 @@ import torch
 
 from workloads.evaluation.checkpoint import CheckpointError, TrialRef, load_trial, resolve, trial_data
 from workloads.evaluation.robust import ATTACK_HELP, evaluate, head, parse_attacks, with_energy_attacks
+from workloads.trial import resolve_device
 
 USAGE = "energy-at eval <checkpoint.pt | trial dir | sweep dir> [options]"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse would print the usage first)
+class CommandParser(argparse.ArgumentParser):
+    """argparse for `eval` and `generate`: a usage error is a CheckpointError, printed as one line (exit 2)."""
+
+    def error(self, message: str):  # argparse would print the usage first
         raise CheckpointError(message)
 
 
+def check_run_options(args: argparse.Namespace) -> None:
+    """--threads and --device, as both commands take them."""
+    if args.threads is not None and args.threads < 1:
+        raise CheckpointError(f"--threads: must be a positive integer, got {args.threads}")
+    if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
+        raise CheckpointError(f"--device: unknown device {args.device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="energy-at eval", usage=USAGE, description=__doc__,
+    p = CommandParser(prog="energy-at eval", usage=USAGE, description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="checkpoint .pt, <out>/checkpoints/trial=<id>, or a sweep/train out dir")
     p.add_argument("--split", default="test", choices=("test", "val"))
@@ -52,16 +63,7 @@ def _check(args: argparse.Namespace) -> None:
         raise CheckpointError(f"--eps: must be in [0, 1] (inputs are in [0,1]), got {args.eps}")
     if args.alpha is not None and args.alpha <= 0:
         raise CheckpointError(f"--alpha: must be positive, got {args.alpha}")
-    if args.threads is not None and args.threads < 1:
-        raise CheckpointError(f"--threads: must be a positive integer, got {args.threads}")
-    if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
-        raise CheckpointError(f"--device: unknown device {args.device!r}; allowed: auto, cpu, cuda, cuda:N")
-
-
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    check_run_options(args)
 
 
 def write_table(sweep: Path, table: str, trial: str, columns: dict[str, list]) -> Path:
@@ -138,7 +140,7 @@ def main(argv: list[str]) -> int:
         refs = resolve(args.path, args.which)
         if args.threads:
             torch.set_num_threads(args.threads)
-        device = device_of(args.device)
+        device = resolve_device(args.device)
         results = []
         for ref in refs:
             started = time.time()

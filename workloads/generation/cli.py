@@ -16,19 +16,16 @@ from pathlib import Path
 import torch
 
 from workloads.evaluation.checkpoint import CheckpointError, TrialRef, load_model, load_trial, resolve, trial_data
+from workloads.evaluation.cli import CommandParser, check_run_options
 from workloads.generation.init import INITS, cached_class_pca, class_means, initial
 from workloads.generation.sgld import ENERGIES, SGLDConfig, sgld
+from workloads.trial import resolve_device
 
 USAGE = "energy-at generate <checkpoint.pt | trial dir> [options]"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise CheckpointError(message)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="energy-at generate", usage=USAGE, description=__doc__,
+    p = CommandParser(prog="energy-at generate", usage=USAGE, description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="checkpoint .pt, <out>/checkpoints/trial=<id>, or a one-trial train out dir")
     p.add_argument("--which", default="best", choices=("best", "last"))
@@ -68,14 +65,11 @@ def _check(a: argparse.Namespace) -> None:
     for name in ("n_per_class", "batch_size", "reference_n", "fisher_n", "fisher_probes"):
         if getattr(a, name) < 1:
             raise CheckpointError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(a, name)}")
-    if a.threads is not None and a.threads < 1:
-        raise CheckpointError(f"--threads: must be a positive integer, got {a.threads}")
     if not 0 < a.pca_variance <= 1:
         raise CheckpointError(f"--pca-variance: must be a share in (0, 1] (0.95 keeps 95%), got {a.pca_variance}")
     if a.pca_scale <= 0:
         raise CheckpointError(f"--pca-scale: must be positive, got {a.pca_scale}")
-    if not (a.device in ("auto", "cpu", "cuda") or a.device.startswith("cuda:")):
-        raise CheckpointError(f"--device: unknown device {a.device!r}; allowed: auto, cpu, cuda, cuda:N")
+    check_run_options(a)
     try:
         SGLDConfig(a.steps, a.step_size, a.noise, a.energy, a.momentum, a.clip_grad).validate()
     except ValueError as e:
@@ -119,8 +113,7 @@ def main(argv: list[str]) -> int:
         metrics_ref = _one(a.metrics_classifier, a.which) if a.metrics and a.metrics_classifier else None
         if a.threads:
             torch.set_num_threads(a.threads)
-        device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if a.device == "auto" else a.device))
+        device = resolve_device(a.device)
         model, cfg, meta = load_trial(ref, device)
         data = trial_data(cfg, device)
         k = data.num_classes
