@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference_loop as ref  # noqa: E402
 from orchestrator.config import compose_trial  # noqa: E402
-from workloads.data import DATASETS, Dataset, Split  # noqa: E402
-from workloads.models import build_model  # noqa: E402
+from workloads.data import Dataset, Split  # noqa: E402
+from workloads.evaluation.checkpoint import build_from_config  # noqa: E402
 from workloads.trial import Trial  # noqa: E402
 
 FAMILIES = {  # family -> (energy-at overrides, the reference loop's epoch(model, loader, opt, device, cfg, buffer))
@@ -70,10 +70,15 @@ def bf16_matmul_tflops(device, n: int = 8192) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
 
 
+def first_batch(trial: Trial) -> tuple[torch.Tensor, torch.Tensor]:
+    n = trial.cfg.batch_size
+    return trial.data.train.images[:n].float() / 255, trial.data.train.labels[:n]
+
+
 def step_flops(trial: Trial) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    x, y = trial.data.train.images[: trial.cfg.batch_size].float() / 255, trial.data.train.labels[: trial.cfg.batch_size]
+    x, y = first_batch(trial)
     with FlopCounterMode(display=False) as counter:
         trial.telemetry(trial.optimise(x, y, 0.01))
     return counter.get_total_flops()
@@ -89,7 +94,7 @@ def trial(family: str, overrides: list[str], out: str, data: Dataset | None, dev
 
 def host_syncs(trial: Trial) -> str:
     """Run one step (with telemetry) under CUDA's sync debug mode: 'none', or the first sync it hit."""
-    x, y = trial.data.train.images[: trial.cfg.batch_size].float() / 255, trial.data.train.labels[: trial.cfg.batch_size]
+    x, y = first_batch(trial)
     torch.cuda.set_sync_debug_mode("error")
     try:
         trial.log.log_step(0, 0, 0.01, trial.telemetry(trial.optimise(x, y, 0.01)))
@@ -108,8 +113,7 @@ def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
         ours = {"fp32": trial(family, overrides, out + "/fp32", data, device),
                 "fast": trial(family, [*overrides, *FAST, *args.fast], out + "/fast", data, device)}
         cfg, d = ours["fp32"].cfg, ours["fp32"].data
-        info = DATASETS[cfg.data.name]
-        model = build_model(cfg.model.name, d.num_classes, d.shape[0], d.shape[1], info.mean, info.std).to(device)
+        model = build_from_config(cfg, device)
         o = cfg.optim  # the method's optimiser (JEAT: Adam), with the reference code's plain (non-fused) update
         opt = (torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
                if o.name == "adam" else
