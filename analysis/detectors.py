@@ -114,6 +114,11 @@ def ordered_batches(batches: Frame, cols: list[str] = BATCH_COLS) -> pl.DataFram
     dup = (pl.col("trial") == pl.col("trial").shift(-1)) & (pl.col("step") == pl.col("step").shift(-1))
     if df.select(dup.any()).item():
         df = df.filter(~dup.fill_null(False))
+    return _number_runs(df)
+
+
+def _number_runs(df: pl.DataFrame) -> pl.DataFrame:
+    """(Re)number the (trial, epoch) runs of an ordered batch frame: column `_run`, 0, 1, ..."""
     new_run = (pl.col("trial") != pl.col("trial").shift()) | (pl.col("epoch") != pl.col("epoch").shift())
     return df.with_columns((new_run.fill_null(True).cast(pl.UInt32).cum_sum() - 1).set_sorted().alias(RUN))
 
@@ -189,7 +194,8 @@ def co_energy(
 ) -> pl.DataFrame:
     """Catastrophic overfitting from the delta-energy stream (kind 'co_energy').
 
-    batch: per trial and signal s in (de, de_y, de_std), the baseline of epoch e is
+    batch: per trial and signal s in (de, de_y, de_std), over the rows that measured f(x)
+      (all, or every `telemetry.natural_every` steps), the baseline of epoch e is
       loc = median of the per-epoch means of s over epochs < e and
       scale = sqrt(median(per-epoch sd)^2 + (1.4826 MAD(per-epoch means))^2), >= min_scale.
       A batch is abnormal if |s - loc| >= max(z*scale, min_shift) (de_std: upward
@@ -217,6 +223,9 @@ def _co_batch(batches: Frame, z: float, min_shift: float, window: int, min_share
               warmup_epochs: int, min_scale: float) -> pl.DataFrame:
     sig = list(CO_SIGNALS)
     df = ordered_batches(batches, ["trial", "epoch", "step", *sig])
+    measured = pl.col("de").is_not_null()  # rows without f(x) (telemetry.natural_every) hold no dE
+    if not df.select(measured.all()).item():
+        df = _number_runs(df.filter(measured).drop(RUN))
     df = df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in sig)
     # per-epoch stats over the sorted run id, mapped back to rows by gather (no join)
     stats = (

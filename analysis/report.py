@@ -53,11 +53,10 @@ def plot_trial(trial: str, series: pl.DataFrame, epochs: pl.DataFrame, events: p
     FigureCanvasAgg(fig)
     ax_de, ax_e, ax_acc = fig.subplots(3, 1)
     if series.height:
-        x = series["step"].to_numpy()
-        ax_de.plot(x, series["de"].to_numpy(), lw=0.8, label="dE(x)")
-        ax_de.plot(x, series["de_y"].to_numpy(), lw=0.8, label="dE(x,y)")
-        ax_e.plot(x, series["e_nat"].to_numpy(), lw=0.8, label="E(x) natural")
-        ax_e.plot(x, series["e_adv"].to_numpy(), lw=0.8, label="E(x*) adversarial")
+        for ax, col, label in ((ax_de, "de", "dE(x)"), (ax_de, "de_y", "dE(x,y)"), (ax_e, "e_nat", "E(x) natural"),
+                               (ax_e, "e_adv", "E(x*) adversarial")):
+            points = series.select("step", col).drop_nulls().filter(pl.col(col).is_not_nan())  # f(x) may be sparse
+            ax.plot(points["step"].to_numpy(), points[col].to_numpy(), lw=0.8, label=label)
     for split, style in (("probe", "-"), ("val", "--")):
         rows = epochs.filter(pl.col("split") == split).sort("epoch")
         for col, color in (("acc_nat", "tab:green"), ("acc_pgd", "tab:blue")):

@@ -80,7 +80,7 @@ def step_flops(trial: Trial) -> float:
 
     x, y = first_batch(trial)
     with FlopCounterMode(display=False) as counter:
-        trial.telemetry(trial.optimise(x, y, 0.01))
+        trial.telemetry(0, 0.01, trial.optimise(x, y, 0.01))
     return counter.get_total_flops()
 
 
@@ -93,11 +93,15 @@ def trial(family: str, overrides: list[str], out: str, data: Dataset | None, dev
 
 
 def host_syncs(trial: Trial) -> str:
-    """Run one step (with telemetry) under CUDA's sync debug mode: 'none', or the first sync it hit."""
+    """Run one block of steps (with telemetry, up to its batched energies) under CUDA's sync debug mode:
+    'none', or the first sync it hit."""
     x, y = first_batch(trial)
+    trial.log.flush()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        trial.log.log_step(0, 0, 0.01, trial.telemetry(trial.optimise(x, y, 0.01)))
+        for _ in range(len(trial.log.logits)):
+            trial.telemetry(0, 0.01, trial.optimise(x, y, 0.01))
+            trial.step += 1
         return "none"
     except RuntimeError as e:
         return str(e).splitlines()[0]

@@ -10,6 +10,7 @@ import pytest
 from test_analysis_synth import SHAPES, prefix, synth_trial
 
 from analysis.detectors import EVENT_SCHEMA, co_energy, co_pgd_probe, detect, nan, ro
+from workloads.telemetry.writer import NAT_COLUMNS
 
 STEPS = 50
 
@@ -132,3 +133,19 @@ def test_missing_energy_columns_are_silent() -> None:
     events = co_energy(pl.from_arrow(b))
     assert events.is_empty()
     assert pc.sum(pc.is_null(b["de"])).as_py() == b.num_rows
+
+
+@pytest.mark.parametrize("every", [1, 2, 5])
+def test_co_found_on_sparse_natural_rows(every: int) -> None:
+    """Rows without f(x) (telemetry.natural_every) hold null dE: the batch detector works on the others
+    and the nonfinite detector does not take null for NaN."""
+    tables = synth_trial("t", co_epoch=6, epochs=10, steps=200, seed=3)
+    b, e, p = frames(tables)
+    sparse = b.with_columns(pl.when(pl.col("step") % every == 0).then(pl.col(c)).alias(c) for c in NAT_COLUMNS)
+    assert sparse["de"].null_count() == b.height - b.height // every
+    energy = co_energy(sparse, e, p)
+    assert sources(energy)["batch"] == 6
+    batch_step = energy.filter(pl.col("step").is_not_null())["step"].item()
+    assert 6 * 200 <= batch_step < 6 * 200 + 20 * every  # within the window of measured rows
+    assert detect(sparse.filter(pl.col("epoch") < 6), e.filter(pl.col("epoch") < 6),
+                  p.filter(pl.col("epoch") < 6)).is_empty()

@@ -33,6 +33,7 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     ("optim=lion", "optim", "allowed: adam, sgd"),
     ("compile=fast", "compile", "allowed: default, max-autotune"),
     ("compile=reduce-overhead device=cpu", "compile", "needs device=cuda"),
+    ("telemetry.natural_every=0", "telemetry.natural_every", "positive integer"),
 ])
 def test_bad_config_gets_one_clear_line_and_exit_2(tmp_path, override, field, hint):
     r = energy_at("train", *override.split(), f"out={tmp_path}")

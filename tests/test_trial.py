@@ -128,3 +128,39 @@ def test_a_stop_recorded_on_the_last_epoch_is_not_overwritten_by_the_finishing_t
     result = json.loads((tmp_path / "trials" / f"trial={trial.id}" / "result.json").read_text())
     assert result["status"] == summary["status"] == "stopped" and result["reason"].startswith("co_energy at epoch 1")
     assert "test_acc_pgd" in result  # the final evaluation is kept too
+
+
+def test_natural_energies_every_k_steps_for_random_start_attacks(tmp_path):
+    """PGD starts off x: f(x) costs an extra forward, made every `telemetry.natural_every` steps;
+    the adversarial side and the loss are logged every step."""
+    trial = make_trial(tmp_path, "method=pgd", "attack.steps=2", "batch_size=32", "telemetry.natural_every=3")
+    assert trial.run()["status"] == "finished"
+    batches = read(tmp_path, "batches", trial.id).sort("step")
+    assert batches["step"].to_list() == list(range(8))
+    measured = batches.filter(pl.col("step") % 3 == 0)
+    assert measured["step"].to_list() == [0, 3, 6] and measured["e_nat"].is_finite().all()
+    assert (measured["de"] - (measured["e_nat"] - measured["e_adv"])).abs().max() < 1e-4
+    skipped = batches.filter(pl.col("step") % 3 != 0)
+    for col in ("acc_nat", "e_nat", "e_nat_y", "de", "de_y", "de_std"):
+        assert skipped[col].null_count() == 5, col
+    assert batches["loss"].is_finite().all() and batches["e_adv"].is_finite().all()
+
+
+@pytest.mark.parametrize(("overrides", "every"), [
+    (["method=rs_fgsm"], 50),  # <= 0.5% of a 2-pass step
+    (["method=pgd", "attack.steps=10"], 10),
+    (["method=jeat", "method.sgld_steps=20"], 5),
+    (["method=rs_fgsm", "data.subset=640"], 4),  # 80 steps an epoch: >= 20 natural rows
+    (["method=pgd", "telemetry.natural_every=7"], 7),
+])
+def test_default_natural_cadence(tmp_path, overrides, every):
+    assert make_trial(tmp_path, "data.subset=8000", "batch_size=8", *overrides).natural_every == every
+
+
+@pytest.mark.parametrize("method", ["fgsm", "trades", "rs_fgsm"])
+def test_f_x_logged_on_every_step_where_it_is_free(tmp_path, method):
+    trial = make_trial(tmp_path, "data.subset=8000", "batch_size=8", f"method={method}", "attack.steps=2")
+    x, y = trial.data.train.images[:8].float() / 255, trial.data.train.labels[:8]
+    trial.step = 1  # not a multiple of natural_every (50)
+    trial.telemetry(0, 0.01, trial.optimise(x, y, 0.01))
+    assert trial.log.host["natural"] == [method != "rs_fgsm"]  # FGSM starts at x, TRADES computes f(x)

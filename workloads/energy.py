@@ -11,13 +11,13 @@ from torch import Tensor
 
 
 def marginal_energy(logits: Tensor) -> Tensor:
-    """E(x) = -logsumexp_k f(x)[k], one value per sample."""
-    return -torch.logsumexp(logits.float(), dim=1)
+    """E(x) = -logsumexp_k f(x)[k], one value per sample (logits [..., B, C] -> [..., B])."""
+    return -torch.logsumexp(logits.float(), dim=-1)
 
 
 def joint_energy(logits: Tensor, y: Tensor) -> Tensor:
-    """E(x, y) = -f(x)[y], one value per sample."""
-    return -logits.float().gather(1, y[:, None]).squeeze(1)
+    """E(x, y) = -f(x)[y], one value per sample (logits [..., B, C], labels [B] -> [..., B])."""
+    return -logits.float().gather(-1, y.expand(logits.shape[:-1])[..., None]).squeeze(-1)
 
 
 def delta_energy(e_nat: Tensor, e_adv: Tensor) -> Tensor:

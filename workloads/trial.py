@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from workloads.attacks import ATTACKS, AttackResult, default_alpha
+from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
 from workloads.config import CUDA_GRAPH_MODES, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
@@ -27,7 +27,11 @@ from workloads.methods import Logits, Terms, get_method
 from workloads.methods.sgld import ReplayBuffer
 from workloads.models import build_model
 from workloads.schedule import lr_at
-from workloads.telemetry import EnergyLog, batch_stats
+from workloads.telemetry import EnergyLog
+from workloads.telemetry.writer import TERM_COLUMNS
+
+NATURAL_COST = 0.005  # share of a step the natural-energy forward may take by default (telemetry.natural_every)
+MIN_NATURAL_ROWS = 20  # ... unless that leaves fewer rows an epoch than the co_energy detector's window
 
 # on_epoch(metrics) -> None to continue, or a reason string to stop the trial (early stopping).
 EpochCallback = Callable[[dict], "str | None"]
@@ -117,14 +121,29 @@ class Trial:
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
         self.checkpoint_dir = self.out / "checkpoints" / f"trial={self.id}"
         self.trial_dir = self.out / "trials" / f"trial={self.id}"
-        self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every, self.device)
+        self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every, self.device,
+                             cfg.batch_size, self.data.num_classes)
+        self.natural_every = cfg.telemetry.natural_every or self._natural_every()
         self.resumed = self._resume()
+
+    def _natural_every(self) -> int:
+        """Default steps between the extra no-grad forwards for f(x) (`telemetry.natural_every`).
+
+        Sparse enough that the forward (about half of a step's forward-backward pass, of which there
+        are one per attack step, SGLD step and update) costs <= NATURAL_COST of the steps, and dense
+        enough to leave MIN_NATURAL_ROWS rows an epoch.
+        """
+        passes = (self.cfg.attack.steps if self.attack in MULTI_STEP else 1) + 1
+        if self.method.uses_sgld:
+            passes += self.cfg.method.sgld_steps + 1
+        by_cost = math.ceil(0.5 / (NATURAL_COST * passes))
+        return max(min(by_cost, self.steps_per_epoch // MIN_NATURAL_ROWS), 1)
 
     # --- one step -------------------------------------------------------------------------------
     def _attack(self, x: torch.Tensor, y: torch.Tensor):
         a = self.cfg.attack
         fn = ATTACKS[self.attack]
-        if self.attack in ("pgd", "trades_kl"):
+        if self.attack in MULTI_STEP:
             return fn(self.model, x, y, a.eps, self.alpha, steps=a.steps)
         if self.attack == "n_fgsm":
             return fn(self.model, x, y, a.eps, self.alpha, noise=a.noise)
@@ -160,19 +179,20 @@ class Trial:
         self.opt.step()
         return Step(x, y, logits, terms, result)
 
-    def telemetry(self, s: Step) -> dict[str, torch.Tensor]:
-        """The `batches` stats of a step (device tensors, no host sync)."""
+    def telemetry(self, epoch: int, lr: float, s: Step) -> None:
+        """Log the step's `batches` row (no host sync).
+
+        The natural side needs f(x): free when the method computes it or its attack starts at x,
+        otherwise an extra no-grad forward, made every `natural_every` steps.
+        """
         logits_nat = s.logits.nat
-        if logits_nat is None:  # f(x) not computed by the method: reuse the attack's if it started at x
-            if s.attack.start_is_natural:
-                logits_nat = s.attack.logits_start
-            else:
-                with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
-                    logits_nat = self.model(s.x)
-        stats = batch_stats(logits_nat.detach(), s.logits.adv.detach(), s.y)
-        stats["loss"] = s.terms.loss.detach()
-        stats.update({k: v for k in ("reg", "weat_w", "aae_frac") if (v := getattr(s.terms, k)) is not None})
-        return stats
+        if logits_nat is None and s.attack is not None and s.attack.start_is_natural:
+            logits_nat = s.attack.logits_start
+        if logits_nat is None and self.step % self.natural_every == 0:
+            with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
+                logits_nat = self.model(s.x)
+        terms = {c: v for c in TERM_COLUMNS if (v := getattr(s.terms, c)) is not None}
+        self.log.log_step(epoch, self.step, lr, terms, s.y, s.logits.adv, logits_nat)
 
     # --- epochs ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: bool = False) -> str | None:
@@ -183,9 +203,9 @@ class Trial:
         loss_sum, first = torch.zeros((), device=self.device), self.step
         for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment, generator=gen):
             lr = lr_at(self.step, self.total_steps, cfg.optim.lr, cfg.schedule)
-            stats = self.telemetry(self.optimise(x, y, lr))
-            loss_sum += stats["loss"]
-            self.log.log_step(epoch, self.step, lr, stats)
+            step = self.optimise(x, y, lr)
+            loss_sum += step.terms.loss.detach()
+            self.telemetry(epoch, lr, step)
             self.step += 1
             if bar is not None:
                 bar.update(1)
@@ -194,8 +214,7 @@ class Trial:
                     return f"non-finite loss before step {self.step}"
                 if bar is not None:
                     last = self.log.last_flush
-                    bar.set_postfix(loss=f"{last['loss'].mean():.3f}", acc_adv=f"{last['acc_adv'].mean():.3f}",
-                                    de=f"{last['de'].mean():.3f}")
+                    bar.set_postfix({k: f"{last[k].mean():.3f}" for k in ("loss", "acc_adv", "de") if k in last})
         self.log.flush()
         if bar is not None:
             bar.close()

@@ -22,6 +22,7 @@ ATTACKS = {
     "energy": energy_attack,
 }
 SINGLE_STEP = ("fgsm", "rs_fgsm", "n_fgsm", "energy")
+MULTI_STEP = ("pgd", "trades_kl")  # `attack.steps` steps
 
 
 def default_alpha(attack: str, eps: float) -> float:
@@ -36,4 +37,4 @@ def default_alpha(attack: str, eps: float) -> float:
     }[attack]
 
 
-__all__ = ["ATTACKS", "SINGLE_STEP", "AttackResult", "default_alpha", *ATTACKS]
+__all__ = ["ATTACKS", "SINGLE_STEP", "MULTI_STEP", "AttackResult", "default_alpha", *ATTACKS]

@@ -34,7 +34,8 @@ _ENERGIES: list[Column] = [
 BATCHES: list[Column] = _KEYS + [
     ("lr", pa.float32(), "learning rate used for this step"),
     ("loss", pa.float32(), "training loss of the step"),
-    ("acc_nat", pa.float32(), "accuracy on the natural batch"),
+    ("acc_nat", pa.float32(), "accuracy on the natural batch; null, with the x-side energies and dE columns, "
+                              "on steps that did not compute f(x) (`telemetry.natural_every`)"),
     ("acc_adv", pa.float32(), "accuracy on the training adversarial batch"),
     *_ENERGIES,
     ("reg", pa.float32(), "method regulariser value (TRADES/MART/WEAT KL term, DER hinge, JEAT SGLD term); null if none"),

@@ -23,24 +23,33 @@ from workloads.energy import delta_energy, joint_energy, marginal_energy
 from workloads.telemetry.schema import BATCHES, SCHEMA_VERSION, arrow_schema
 
 # Columns of `batches` computed on the device, in buffer order; the others come from the host.
-DEVICE_COLUMNS = ["loss", "acc_nat", "acc_adv", "e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std",
-                  "reg", "weat_w", "aae_frac"]
-OPTIONAL = {"reg", "weat_w", "aae_frac"}  # null when the method has no such term
+TERM_COLUMNS = ("loss", "reg", "weat_w", "aae_frac")  # the method's loss terms (`Terms`), null if it has none
+ADV_COLUMNS = ("acc_adv", "e_adv", "e_adv_y")  # of f(x*): every step
+NAT_COLUMNS = ("acc_nat", "e_nat", "e_nat_y", "de", "de_y", "de_std")  # need f(x): null on steps without it
+DEVICE_COLUMNS = TERM_COLUMNS + ADV_COLUMNS + NAT_COLUMNS
+BLOCK = 50  # steps of logits held on the device before their energies are computed
 
 
-def batch_stats(logits_nat: Tensor, logits_adv: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Batch means of accuracies, energies and delta energies (0-dim tensors, no host sync)."""
+def block_stats(logits: Tensor, y: Tensor, size: Tensor) -> Tensor:
+    """Per-step batch means of accuracy, E and E(.,y) of f(x*) and f(x), and of the delta energies.
+
+    logits [steps, 2 (x*, x), B, C], labels y [steps, B], size [steps]: samples of each step
+    (the rest of the B slots are padding). Returns [steps, len(ADV_COLUMNS + NAT_COLUMNS)].
+    """
     with torch.no_grad():
-        e_nat, e_adv = marginal_energy(logits_nat), marginal_energy(logits_adv)
-        e_nat_y, e_adv_y = joint_energy(logits_nat, y), joint_energy(logits_adv, y)
-        de = delta_energy(e_nat, e_adv)
-        return {
-            "acc_nat": (logits_nat.argmax(1) == y).float().mean(),
-            "acc_adv": (logits_adv.argmax(1) == y).float().mean(),
-            "e_nat": e_nat.mean(), "e_adv": e_adv.mean(), "e_nat_y": e_nat_y.mean(), "e_adv_y": e_adv_y.mean(),
-            "de": de.mean(), "de_y": delta_energy(e_nat_y, e_adv_y).mean(),
-            "de_std": de.std(correction=0),
-        }
+        y = y[:, None].expand(logits.shape[:-1])
+        per_sample = torch.stack([(logits.argmax(-1) == y).float(), marginal_energy(logits),
+                                  joint_energy(logits, y)], dim=2)  # [steps, x* | x, acc | E | E(.,y), B]
+        de = delta_energy(per_sample[:, 1, 1:], per_sample[:, 0, 1:])  # [steps, dE(x) | dE(x,y), B]
+        real = torch.arange(logits.shape[2], device=logits.device) < size[:, None]  # [steps, B]
+
+        def mean(v: Tensor) -> Tensor:  # v [steps, ..., B] over the real samples (padding may hold NaN)
+            r = real.view(len(real), *[1] * (v.dim() - 2), -1)
+            return torch.where(r, v, 0).sum(-1) / r.sum(-1)
+
+        de_mean = mean(de)
+        de_std = mean((de[:, 0] - de_mean[:, :1]) ** 2).sqrt()
+        return torch.cat([mean(per_sample).flatten(1), de_mean, de_std[:, None]], dim=1)
 
 
 class PartWriter:
@@ -84,51 +93,83 @@ class PartWriter:
 
 
 class EnergyLog:
-    """A trial's telemetry: per-step rows buffered on the device, epoch and probe rows written directly."""
+    """A trial's telemetry: per-step rows buffered on the device, epoch and probe rows written directly.
+
+    A step only copies its logits, labels and loss terms into device buffers; the energies of
+    up to BLOCK steps are computed together (a few batched kernels instead of a few dozen small
+    ones per step), and every `flush_every` steps the rows go to Parquet in one device->host copy.
+    """
 
     def __init__(self, out: str | os.PathLike, trial: str, method: str, flush_every: int,
-                 device: torch.device | str, seqs: dict[str, int] | None = None):
-        seqs = seqs or {}
-        self.parts = {t: PartWriter(out, t, trial, seqs.get(t, 0)) for t in ("batches", "epochs", "probes")}
+                 device: torch.device | str, batch_size: int, num_classes: int):
+        self.parts = {t: PartWriter(out, t, trial, 0) for t in ("batches", "epochs", "probes")}
         self.trial, self.method, self.flush_every = trial, method, flush_every
-        self.buffer = torch.full((flush_every, len(DEVICE_COLUMNS)), float("nan"), device=device)
-        self.host: dict[str, list] = {"epoch": [], "step": [], "lr": [], "wall_time": []}
-        self.present: set[str] = set()
+        self.rows = torch.full((flush_every, len(DEVICE_COLUMNS)), float("nan"), device=device)
+        block = min(flush_every, BLOCK)
+        self.logits = torch.zeros(block, 2, batch_size, num_classes, device=device)
+        self.labels = torch.zeros(block, batch_size, dtype=torch.long, device=device)
+        self.size = torch.full((block,), batch_size, device=device)
+        self.held = 0  # steps whose logits wait in the block
+        self.host: dict[str, list] = {"epoch": [], "step": [], "lr": [], "wall_time": [], "terms": [],
+                                      "natural": []}
         self.last_flush: dict[str, Any] = {}
-        self._index: dict[tuple[str, ...], Tensor] = {}
+        self._stats = torch.tensor([DEVICE_COLUMNS.index(c) for c in ADV_COLUMNS + NAT_COLUMNS], device=device)
         self.bad = False  # a non-finite loss in a flushed part (checked on the host copy, no extra sync)
 
     @property
     def pending(self) -> int:
         return len(self.host["step"])
 
-    def log_step(self, epoch: int, step: int, lr: float, stats: dict[str, Tensor]) -> None:
-        """Buffer one `batches` row; `stats` are 0-dim device tensors keyed by DEVICE_COLUMNS."""
-        keys = tuple(c for c in DEVICE_COLUMNS if c in stats)
-        if keys not in self._index:  # rows are pre-filled with NaN; write only the columns given
-            self._index[keys] = torch.tensor([DEVICE_COLUMNS.index(c) for c in keys], device=self.buffer.device)
-        self.buffer[self.pending, self._index[keys]] = torch.stack([stats[c].detach().float() for c in keys])
-        self.present.update(stats)
-        for key, value in (("epoch", epoch), ("step", step), ("lr", lr), ("wall_time", time.time())):
+    def log_step(self, epoch: int, step: int, lr: float, terms: dict[str, Tensor], y: Tensor,
+                 logits_adv: Tensor, logits_nat: Tensor | None = None) -> None:
+        """Buffer one `batches` row: the loss terms (0-dim, keys of TERM_COLUMNS) and the logits of
+        f(x*) and, when measured this step, f(x); no host sync."""
+        for c, value in terms.items():
+            self.rows[self.pending, DEVICE_COLUMNS.index(c)] = value.detach()
+        i, n = self.held, len(y)
+        self.logits[i, 0, :n] = logits_adv.detach()
+        if logits_nat is not None:
+            self.logits[i, 1, :n] = logits_nat.detach()
+        self.labels[i, :n] = y
+        if n != self.labels.shape[1]:  # a short last batch (n is a host int: no sync)
+            self.size[i] = n
+        for key, value in (("epoch", epoch), ("step", step), ("lr", lr), ("wall_time", time.time()),
+                           ("terms", tuple(terms)), ("natural", logits_nat is not None)):
             self.host[key].append(value)
+        self.held += 1
+        if self.held == len(self.logits):
+            self._reduce()
         if self.pending == self.flush_every:
             self.flush()
 
+    def _reduce(self) -> None:
+        """Compute the energy columns of the held steps into their rows."""
+        k, first = self.held, self.pending - self.held
+        if k:
+            self.rows[first:first + k, self._stats] = block_stats(self.logits[:k], self.labels[:k], self.size[:k])
+            self.size.fill_(self.labels.shape[1])
+            self.held = 0
+
     def flush(self) -> dict[str, np.ndarray]:
         """Write buffered steps as one `batches` part (one device->host copy); returns its columns."""
+        self._reduce()
         n = self.pending
         if n == 0:
             return {}
-        values = self.buffer[:n].cpu().numpy()
+        values = self.rows[:n].cpu().numpy()
         self.bad = self.bad or not np.isfinite(values[:, DEVICE_COLUMNS.index("loss")]).all()
-        columns: dict[str, Any] = {c: values[:, i] for i, c in enumerate(DEVICE_COLUMNS)
-                                   if c not in OPTIONAL or c in self.present}
-        columns.update(self.host, schema_version=[SCHEMA_VERSION] * n, trial=[self.trial] * n,
-                       method=[self.method] * n)
+        natural = np.array(self.host["natural"])
+        logged = {c: np.array([c in keys for keys in self.host["terms"]]) for c in TERM_COLUMNS}
+        logged |= {c: np.ones(n, bool) for c in ADV_COLUMNS} | {c: natural for c in NAT_COLUMNS}
+        columns: dict[str, Any] = {c: np.ma.MaskedArray(values[:, i], mask=~logged[c])
+                                   for i, c in enumerate(DEVICE_COLUMNS) if logged[c].any()}
+        columns.update(epoch=self.host["epoch"], step=self.host["step"], lr=self.host["lr"],
+                       wall_time=self.host["wall_time"], schema_version=[SCHEMA_VERSION] * n,
+                       trial=[self.trial] * n, method=[self.method] * n)
         self.parts["batches"].write(columns)
         self.last_flush = columns
         self.host = {k: [] for k in self.host}
-        self.buffer.fill_(float("nan"))
+        self.rows.fill_(float("nan"))
         return columns
 
     def diverged(self) -> bool:
@@ -153,4 +194,4 @@ class EnergyLog:
             part.truncate()
 
 
-assert [c for c, *_ in BATCHES if c in DEVICE_COLUMNS] == DEVICE_COLUMNS
+assert set(DEVICE_COLUMNS) <= {c for c, *_ in BATCHES}
