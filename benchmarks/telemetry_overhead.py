@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.config import compose_trial  # noqa: E402
 from workloads.data import batches  # noqa: E402
+from workloads.host import frozen_heap  # noqa: E402
 from workloads.trial import Trial  # noqa: E402
 
 
@@ -43,20 +44,21 @@ def measure(method: str, steps: int, overrides: list[str]) -> tuple[float, float
         data = [b for b, _ in zip(batches(trial.data.train, trial.cfg.batch_size, shuffle=True,
                                           generator=torch.Generator().manual_seed(0)), range(64))]
         step_s = telemetry_s = 0.0
-        for i in range(steps + 5):
-            x, y, _ = data[i % len(data)]
-            sync(trial.device)
-            t0 = time.perf_counter()
-            trial.step = i
-            s = trial.optimise(x, y, 0.01)
-            sync(trial.device)
-            t1 = time.perf_counter()
-            trial.telemetry(0, 0.01, s)
-            sync(trial.device)
-            if i >= 5:
-                step_s, telemetry_s = step_s + t1 - t0, telemetry_s + time.perf_counter() - t1
-            elif i == 4:  # the first Parquet write imports pyarrow's lazy modules (~0.5 s, once per process)
-                trial.log.flush()
+        with frozen_heap():  # as in Trial.train_epoch
+            for i in range(steps + 5):
+                x, y, _ = data[i % len(data)]
+                trial.step = i
+                sync(trial.device)
+                t0 = time.perf_counter()
+                s = trial.optimise(x, y, 0.01)
+                sync(trial.device)
+                t1 = time.perf_counter()
+                trial.telemetry(0, 0.01, s)
+                sync(trial.device)
+                if i >= 5:
+                    step_s, telemetry_s = step_s + t1 - t0, telemetry_s + time.perf_counter() - t1
+                elif i == 4:  # the first Parquet write imports pyarrow's lazy modules (~0.5 s, once per process)
+                    trial.log.flush()
         trial.log.flush()
         return step_s / steps, telemetry_s / steps, trial.natural_every
 

@@ -22,12 +22,14 @@ def test_block_stats_equal_per_batch_formulas_and_ignore_padding() -> None:
     steps, B, C = 4, 16, 10
     logits = torch.randn(steps, 2, B, C, generator=g) * 3
     y = torch.randint(0, C, (steps, B), generator=g)
-    size = torch.tensor([16, 16, 5, 1])
-    logits[2, :, 5:] = float("nan")  # padding of the short batches holds anything
+    sizes = [16, 16, 5, 1]
+    for i, n in enumerate(sizes):
+        y[i, n:] = -1  # padding of the short batches: its logits may hold anything
+    logits[2, :, 5:] = float("nan")
     logits[3, :, 1:] = float("inf")
-    got = block_stats(logits, y, size)
+    got = block_stats(logits, y)
     assert got.shape == (steps, len(ADV_COLUMNS + NAT_COLUMNS))
-    for i, n in enumerate(size.tolist()):
+    for i, n in enumerate(sizes):
         want = torch.stack(per_batch(logits[i, 0, :n], logits[i, 1, :n], y[i, :n]))
         torch.testing.assert_close(got[i], want, rtol=1e-5, atol=1e-5)
 
@@ -37,7 +39,7 @@ def test_energy_log_rows_null_without_f_x_and_nan_kept(tmp_path, flush_every: in
     """Rows that did not measure f(x) write null natural columns; a NaN that was measured stays NaN;
     short batches and block and flush boundaries do not change the values."""
     g = torch.Generator().manual_seed(1)
-    log = EnergyLog(tmp_path, "t", "pgd", flush_every, "cpu", batch_size=8, num_classes=10)
+    log = EnergyLog(tmp_path, "t", "pgd", flush_every)
     want = []
     for step in range(60):
         n = 3 if step % 20 == 19 else 8  # a short last batch each "epoch"
@@ -61,3 +63,4 @@ def test_energy_log_rows_null_without_f_x_and_nan_kept(tmp_path, flush_every: in
             measured = rows["step"] % 4 == 0
             assert rows.filter(~measured)[col].null_count() == 45, col  # null, not NaN
     assert np.isnan(rows.filter(pl.col("step") == 44)["e_nat"].item())
+    assert log.epoch_loss(1) == np.mean(range(20, 40))  # the flushed losses of epoch 1

@@ -150,7 +150,7 @@ def test_natural_energies_every_k_steps_for_random_start_attacks(tmp_path):
     (["method=rs_fgsm"], 50),  # <= 0.5% of a 2-pass step
     (["method=pgd", "attack.steps=10"], 10),
     (["method=jeat", "method.sgld_steps=20"], 5),
-    (["method=rs_fgsm", "data.subset=640"], 4),  # 80 steps an epoch: >= 20 natural rows
+    (["method=rs_fgsm", "data.subset=320"], 4),  # 40 steps an epoch: >= 10 natural rows
     (["method=pgd", "telemetry.natural_every=7"], 7),
 ])
 def test_default_natural_cadence(tmp_path, overrides, every):

@@ -83,7 +83,7 @@ class TelemetryConfig:
     flush_every: int = 100  # steps buffered on the device between Parquet files
     # Steps between natural-energy rows for methods whose attack starts off x (RS-FGSM, N-FGSM, PGD, PreJEAT,
     # JEAT): f(x) costs them an extra forward. None: sparse enough that it costs <= 0.5% of the steps (50
-    # for single-step attacks, 10 for PGD-10, 5 for JEAT) but >= 20 rows an epoch; 1: every step.
+    # for single-step attacks, 10 for PGD-10, 5 for JEAT) but >= 10 rows an epoch; 1: every step.
     natural_every: int | None = None
 
 

@@ -22,7 +22,7 @@ from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
 from workloads.config import CUDA_GRAPH_MODES, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
-from workloads.host import keep_freed_memory
+from workloads.host import frozen_heap, keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
 from workloads.methods.sgld import ReplayBuffer
 from workloads.models import build_model
@@ -31,7 +31,7 @@ from workloads.telemetry import EnergyLog
 from workloads.telemetry.writer import TERM_COLUMNS
 
 NATURAL_COST = 0.005  # share of a step the natural-energy forward may take by default (telemetry.natural_every)
-MIN_NATURAL_ROWS = 20  # ... unless that leaves fewer rows an epoch than the co_energy detector's window
+MIN_NATURAL_ROWS = 10  # ... unless that leaves fewer rows an epoch (co_energy's 20-row window: two epochs)
 
 # on_epoch(metrics) -> None to continue, or a reason string to stop the trial (early stopping).
 EpochCallback = Callable[[dict], "str | None"]
@@ -121,8 +121,7 @@ class Trial:
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
         self.checkpoint_dir = self.out / "checkpoints" / f"trial={self.id}"
         self.trial_dir = self.out / "trials" / f"trial={self.id}"
-        self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every, self.device,
-                             cfg.batch_size, self.data.num_classes)
+        self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every)
         self.natural_every = cfg.telemetry.natural_every or self._natural_every()
         self.resumed = self._resume()
 
@@ -192,7 +191,10 @@ class Trial:
             with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
                 logits_nat = self.model(s.x)
         terms = {c: v for c in TERM_COLUMNS if (v := getattr(s.terms, c)) is not None}
-        self.log.log_step(epoch, self.step, lr, terms, s.y, s.logits.adv, logits_nat)
+        logits_adv = s.logits.adv
+        if self.cfg.compile in CUDA_GRAPH_MODES:  # the log holds them for a block: a replay would overwrite them
+            logits_adv, logits_nat = logits_adv.clone(), logits_nat if logits_nat is None else logits_nat.clone()
+        self.log.log_step(epoch, self.step, lr, terms, s.y, logits_adv, logits_nat)
 
     # --- epochs ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: bool = False) -> str | None:
@@ -200,25 +202,24 @@ class Trial:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
         bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        loss_sum, first = torch.zeros((), device=self.device), self.step
-        for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment, generator=gen):
-            lr = lr_at(self.step, self.total_steps, cfg.optim.lr, cfg.schedule)
-            step = self.optimise(x, y, lr)
-            loss_sum += step.terms.loss.detach()
-            self.telemetry(epoch, lr, step)
-            self.step += 1
-            if bar is not None:
-                bar.update(1)
-            if self.log.pending == 0:  # just flushed: one cheap host sync every flush_every steps
-                if self.log.diverged():
-                    return f"non-finite loss before step {self.step}"
+        with frozen_heap():
+            for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment,
+                                   generator=gen):
+                lr = lr_at(self.step, self.total_steps, cfg.optim.lr, cfg.schedule)
+                self.telemetry(epoch, lr, self.optimise(x, y, lr))
+                self.step += 1
                 if bar is not None:
-                    last = self.log.last_flush
-                    bar.set_postfix({k: f"{last[k].mean():.3f}" for k in ("loss", "acc_adv", "de") if k in last})
+                    bar.update(1)
+                if self.log.pending == 0:  # just flushed: one cheap host sync every flush_every steps
+                    if self.log.diverged():
+                        return f"non-finite loss before step {self.step}"
+                    if bar is not None:
+                        last = self.log.last_flush
+                        bar.set_postfix({k: f"{last[k].mean():.3f}" for k in ("loss", "acc_adv", "de") if k in last})
         self.log.flush()
         if bar is not None:
             bar.close()
-        self.epoch_loss = (loss_sum / max(self.step - first, 1)).item()
+        self.epoch_loss = self.log.epoch_loss(epoch)
         return f"non-finite loss in epoch {epoch}" if self.log.diverged() else None
 
     def evaluate_epoch(self, epoch: int) -> dict:

@@ -27,29 +27,35 @@ TERM_COLUMNS = ("loss", "reg", "weat_w", "aae_frac")  # the method's loss terms 
 ADV_COLUMNS = ("acc_adv", "e_adv", "e_adv_y")  # of f(x*): every step
 NAT_COLUMNS = ("acc_nat", "e_nat", "e_nat_y", "de", "de_y", "de_std")  # need f(x): null on steps without it
 DEVICE_COLUMNS = TERM_COLUMNS + ADV_COLUMNS + NAT_COLUMNS
-BLOCK = 50  # steps of logits held on the device before their energies are computed
+BLOCK = 50  # steps held before their energies are computed together
 
 
-def block_stats(logits: Tensor, y: Tensor, size: Tensor) -> Tensor:
+def block_stats(logits: Tensor, y: Tensor) -> Tensor:
     """Per-step batch means of accuracy, E and E(.,y) of f(x*) and f(x), and of the delta energies.
 
-    logits [steps, 2 (x*, x), B, C], labels y [steps, B], size [steps]: samples of each step
-    (the rest of the B slots are padding). Returns [steps, len(ADV_COLUMNS + NAT_COLUMNS)].
+    logits [steps, 2 (x*, x), B, C] and labels y [steps, B], where label -1 marks padding (the
+    short last batch of an epoch); padded logits may hold anything, NaN included.
+    Returns [steps, len(ADV_COLUMNS + NAT_COLUMNS)] in that column order.
     """
     with torch.no_grad():
-        y = y[:, None].expand(logits.shape[:-1])
+        real = y >= 0  # [steps, B]
+        y = y.clamp(min=0)[:, None].expand(logits.shape[:-1])
         per_sample = torch.stack([(logits.argmax(-1) == y).float(), marginal_energy(logits),
                                   joint_energy(logits, y)], dim=2)  # [steps, x* | x, acc | E | E(.,y), B]
         de = delta_energy(per_sample[:, 1, 1:], per_sample[:, 0, 1:])  # [steps, dE(x) | dE(x,y), B]
-        real = torch.arange(logits.shape[2], device=logits.device) < size[:, None]  # [steps, B]
 
-        def mean(v: Tensor) -> Tensor:  # v [steps, ..., B] over the real samples (padding may hold NaN)
+        def mean(v: Tensor) -> Tensor:  # v [steps, ..., B]: the mean over each step's real samples
             r = real.view(len(real), *[1] * (v.dim() - 2), -1)
             return torch.where(r, v, 0).sum(-1) / r.sum(-1)
 
         de_mean = mean(de)
         de_std = mean((de[:, 0] - de_mean[:, :1]) ** 2).sqrt()
         return torch.cat([mean(per_sample).flatten(1), de_mean, de_std[:, None]], dim=1)
+
+
+def _pad(t: Tensor, rows: int, fill: float = 0.0) -> Tensor:
+    """t [n, ...] with `fill` rows appended up to `rows`."""
+    return t if len(t) == rows else torch.cat([t, t.new_full((rows - len(t), *t.shape[1:]), fill)])
 
 
 class PartWriter:
@@ -93,27 +99,24 @@ class PartWriter:
 
 
 class EnergyLog:
-    """A trial's telemetry: per-step rows buffered on the device, epoch and probe rows written directly.
+    """A trial's telemetry: per-step rows computed on the device, epoch and probe rows written directly.
 
-    A step only copies its logits, labels and loss terms into device buffers; the energies of
-    up to BLOCK steps are computed together (a few batched kernels instead of a few dozen small
-    ones per step), and every `flush_every` steps the rows go to Parquet in one device->host copy.
+    A step only hands over its logits, labels and loss terms (no copy, no kernel); every BLOCK
+    steps their energies are computed together (a few batched kernels instead of a few dozen
+    small ones per step), and every `flush_every` steps the rows go to Parquet in one
+    device->host copy. The caller must not modify the tensors it logs (CUDA-graph outputs are
+    overwritten by the next replay: clone them first).
     """
 
-    def __init__(self, out: str | os.PathLike, trial: str, method: str, flush_every: int,
-                 device: torch.device | str, batch_size: int, num_classes: int):
+    def __init__(self, out: str | os.PathLike, trial: str, method: str, flush_every: int):
         self.parts = {t: PartWriter(out, t, trial, 0) for t in ("batches", "epochs", "probes")}
         self.trial, self.method, self.flush_every = trial, method, flush_every
-        self.rows = torch.full((flush_every, len(DEVICE_COLUMNS)), float("nan"), device=device)
-        block = min(flush_every, BLOCK)
-        self.logits = torch.zeros(block, 2, batch_size, num_classes, device=device)
-        self.labels = torch.zeros(block, batch_size, dtype=torch.long, device=device)
-        self.size = torch.full((block,), batch_size, device=device)
-        self.held = 0  # steps whose logits wait in the block
+        self.held: list[tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None]] = []  # steps not yet computed
+        self.blocks: list[Tensor] = []  # computed rows [steps, DEVICE_COLUMNS] not yet flushed
         self.host: dict[str, list] = {"epoch": [], "step": [], "lr": [], "wall_time": [], "terms": [],
                                       "natural": []}
         self.last_flush: dict[str, Any] = {}
-        self._stats = torch.tensor([DEVICE_COLUMNS.index(c) for c in ADV_COLUMNS + NAT_COLUMNS], device=device)
+        self.losses: dict[int, list[np.ndarray]] = {}  # epoch -> flushed training losses
         self.bad = False  # a non-finite loss in a flushed part (checked on the host copy, no extra sync)
 
     @property
@@ -122,42 +125,44 @@ class EnergyLog:
 
     def log_step(self, epoch: int, step: int, lr: float, terms: dict[str, Tensor], y: Tensor,
                  logits_adv: Tensor, logits_nat: Tensor | None = None) -> None:
-        """Buffer one `batches` row: the loss terms (0-dim, keys of TERM_COLUMNS) and the logits of
-        f(x*) and, when measured this step, f(x); no host sync."""
-        for c, value in terms.items():
-            self.rows[self.pending, DEVICE_COLUMNS.index(c)] = value.detach()
-        i, n = self.held, len(y)
-        self.logits[i, 0, :n] = logits_adv.detach()
-        if logits_nat is not None:
-            self.logits[i, 1, :n] = logits_nat.detach()
-        self.labels[i, :n] = y
-        if n != self.labels.shape[1]:  # a short last batch (n is a host int: no sync)
-            self.size[i] = n
+        """Log one `batches` row: the loss terms (0-dim, keys of TERM_COLUMNS), the labels and the
+        logits of f(x*) and, when measured this step, f(x); no host sync."""
+        self.held.append(({c: v.detach() for c, v in terms.items()}, y, logits_adv.detach(),
+                          None if logits_nat is None else logits_nat.detach()))
         for key, value in (("epoch", epoch), ("step", step), ("lr", lr), ("wall_time", time.time()),
                            ("terms", tuple(terms)), ("natural", logits_nat is not None)):
             self.host[key].append(value)
-        self.held += 1
-        if self.held == len(self.logits):
-            self._reduce()
+        if len(self.held) == BLOCK:
+            self._compute()
         if self.pending == self.flush_every:
             self.flush()
 
-    def _reduce(self) -> None:
-        """Compute the energy columns of the held steps into their rows."""
-        k, first = self.held, self.pending - self.held
-        if k:
-            self.rows[first:first + k, self._stats] = block_stats(self.logits[:k], self.labels[:k], self.size[:k])
-            self.size.fill_(self.labels.shape[1])
-            self.held = 0
+    def _compute(self) -> None:
+        """The DEVICE_COLUMNS rows of the held steps, as one block."""
+        if not self.held:
+            return
+        terms, ys, advs, nats = zip(*self.held)
+        b = max(len(y) for y in ys)  # host ints: no sync
+        adv = torch.stack([_pad(a.float(), b) for a in advs])
+        nat = torch.stack([_pad((a if n is None else n).float(), b) for a, n in zip(advs, nats)])  # x* stands in
+        y = torch.stack([_pad(y, b, -1) for y in ys])
+        nan = adv.new_full((), float("nan"))
+        values = torch.stack([torch.stack([t.get(c, nan).float() for c in TERM_COLUMNS]) for t in terms])
+        self.blocks.append(torch.cat([values, block_stats(torch.stack([adv, nat], dim=1), y)], dim=1))
+        self.held = []
 
     def flush(self) -> dict[str, np.ndarray]:
-        """Write buffered steps as one `batches` part (one device->host copy); returns its columns."""
-        self._reduce()
+        """Write logged steps as one `batches` part (one device->host copy); returns its columns."""
+        self._compute()
         n = self.pending
         if n == 0:
             return {}
-        values = self.rows[:n].cpu().numpy()
-        self.bad = self.bad or not np.isfinite(values[:, DEVICE_COLUMNS.index("loss")]).all()
+        values = torch.cat(self.blocks).cpu().numpy()
+        loss = values[:, DEVICE_COLUMNS.index("loss")]
+        self.bad = self.bad or not np.isfinite(loss).all()
+        epochs = np.array(self.host["epoch"])
+        for e in np.unique(epochs):
+            self.losses.setdefault(int(e), []).append(loss[epochs == e])
         natural = np.array(self.host["natural"])
         logged = {c: np.array([c in keys for keys in self.host["terms"]]) for c in TERM_COLUMNS}
         logged |= {c: np.ones(n, bool) for c in ADV_COLUMNS} | {c: natural for c in NAT_COLUMNS}
@@ -169,8 +174,12 @@ class EnergyLog:
         self.parts["batches"].write(columns)
         self.last_flush = columns
         self.host = {k: [] for k in self.host}
-        self.rows.fill_(float("nan"))
+        self.blocks = []
         return columns
+
+    def epoch_loss(self, epoch: int) -> float:
+        """Mean training loss over the epoch's flushed steps (NaN if one was not finite)."""
+        return float(np.concatenate(self.losses.pop(epoch, [np.array([np.nan])])).mean())
 
     def diverged(self) -> bool:
         """True if a flushed loss was NaN/inf (call after a flush: at flush or epoch boundaries)."""
