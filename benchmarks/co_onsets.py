@@ -36,9 +36,11 @@ sys.path.insert(0, str(ROOT))
 COLLAPSE_RATIO = 0.5
 
 # common settings: METHODS.md section 5's (SGD 0.05 momentum 0.9, batch 128, constant lr, small
-# CNN) on 10k training images for 8 epochs, PGD-5 on 256 probe and 256 val images after each epoch
+# CNN) on 10k training images for 8 epochs, PGD-5 on 256 probe and 256 val images after each epoch;
+# natural energies at every step, as when docs/detection.md was made (the default is sparser for
+# random-start attacks: telemetry.natural_every)
 TABLE_COMMON = ["data.subset=10000", "epochs=8", "data.val_size=256", "data.probe_size=256",
-                "data.test_size=256", "eval.pgd_steps=5"]
+                "data.test_size=256", "eval.pgd_steps=5", "telemetry.natural_every=1"]
 GRIDS: dict[str, list[list[str]]] = {
     # the onset table of docs/detection.md
     "table": [
