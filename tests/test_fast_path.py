@@ -98,3 +98,17 @@ def test_cpu_trials_tune_glibc_malloc_for_reuse():
     from workloads.host import keep_freed_memory
 
     assert keep_freed_memory()  # glibc (Debian, the CI machine): both mallopt calls accepted
+
+
+def test_training_steps_run_with_the_heap_frozen_out_of_gc(tmp_path):
+    """Objects alive when the epoch starts (modules, data, libraries) are skipped by full collections
+    during its steps, and collectable again after it."""
+    import gc
+
+    trial = Trial(compose_trial(["method=fgsm", "epochs=1", "data.subset=128", "batch_size=64", f"out={tmp_path}"]))
+    frozen, optimise = [], trial.optimise
+    trial.optimise = lambda *a: (frozen.append(gc.get_freeze_count()), optimise(*a))[1]
+    assert gc.get_freeze_count() == 0
+    trial.train_epoch(0)
+    assert len(frozen) == 2 and min(frozen) > 10_000  # torch alone holds more tracked objects than that
+    assert gc.get_freeze_count() == 0
