@@ -19,11 +19,16 @@ from analysis.report import build
 from analysis.sql import QueryError, run_sql
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argparse.Namespace], int]) -> int:
+    """Parse argv and run `body`; --help (0), a usage error or an expected failure (2) give exit codes."""
     try:
-        return parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
         return int(exc.code or 0)
+    try:
+        return body(args)
+    except (SweepError, QueryError, ValueError, KeyError) as exc:
+        return _fail(str(exc).strip("'\""))
 
 
 def _sweep(dirs: list[str]) -> Sweep:
@@ -43,15 +48,6 @@ def _print_table(frame: pl.DataFrame, rows: int = -1) -> None:
         print(frame)
 
 
-def _guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return run(args)
-        except (SweepError, QueryError, ValueError, KeyError) as exc:
-            return _fail(str(exc).strip("'\""))
-    return wrapped
-
-
 def report(argv: list[str]) -> int:
     """energy-at report <sweep_dir>... [--out FILE.html]"""
     parser = argparse.ArgumentParser(prog="energy-at report", description="HTML report of one or many sweeps")
@@ -60,11 +56,6 @@ def report(argv: list[str]) -> int:
     parser.add_argument("--max-points", type=int, default=2000, help="batch points per trial plot")
     parser.add_argument("--max-trials", type=int, default=None, help="plot at most this many trials")
     parser.add_argument("--ranking", help="also export the ranking (.csv, .json or .parquet)")
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
-
-    @_guarded
     def run(args: argparse.Namespace) -> int:
         sweep = _sweep(args.sweep_dirs)
         out = Path(args.out) if args.out else Path(args.sweep_dirs[0]) / "report.html"
@@ -75,7 +66,7 @@ def report(argv: list[str]) -> int:
         print(f"report: {result.path}")
         return 0
 
-    return run(args)
+    return _run(parser, argv, run)
 
 
 def query(argv: list[str]) -> int:
@@ -88,18 +79,13 @@ def query(argv: list[str]) -> int:
     parser.add_argument("sql")
     parser.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     parser.add_argument("--output", help="write here instead of stdout (required for parquet)")
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
-
-    @_guarded
     def run(args: argparse.Namespace) -> int:
         if args.format == "parquet" and not args.output:
             return _fail("--format parquet needs --output FILE")
         result = run_sql(_sweep([args.sweep_dir]), args.sql)
         return _emit(result, args.format, args.output)
 
-    return run(args)
+    return _run(parser, argv, run)
 
 
 def _emit(frame: pl.DataFrame, fmt: str, output: str | None) -> int:
@@ -125,11 +111,6 @@ def detect(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    args = _parse(parser, argv)
-    if isinstance(args, int):
-        return args
-
-    @_guarded
     def run(args: argparse.Namespace) -> int:
         sweep = _sweep(args.sweep_dirs)
         events = detectors.detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"))
@@ -138,4 +119,4 @@ def detect(argv: list[str]) -> int:
             return 0
         return _emit(events, args.format, None)
 
-    return run(args)
+    return _run(parser, argv, run)
