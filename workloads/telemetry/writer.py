@@ -22,7 +22,7 @@ from torch import Tensor
 from workloads.energy import delta_energy, joint_energy, marginal_energy
 from workloads.telemetry.schema import BATCHES, SCHEMA_VERSION, arrow_schema
 
-# Columns of `batches` computed on the device, in buffer order; the others come from the host.
+# Columns of `batches` computed on the device, in the order of a computed row; the others come from the host.
 TERM_COLUMNS = ("loss", "reg", "weat_w", "aae_frac")  # the method's loss terms (`Terms`), null if it has none
 ADV_COLUMNS = ("acc_adv", "e_adv", "e_adv_y")  # of f(x*): every step
 NAT_COLUMNS = ("acc_nat", "e_nat", "e_nat_y", "de", "de_y", "de_std")  # need f(x): null on steps without it
