@@ -3,7 +3,7 @@
     python benchmarks/telemetry_overhead.py [--methods fgsm pgd trades] [--steps 200] [OVERRIDES]
 
 Every step is timed in two parts on the same batch: `Trial.optimise` (the step) and
-`Trial.telemetry` (copying the logits into device buffers, the batched energies of
+`Trial.telemetry` (handing the step's logits to the log, the batched energies of
 every block of steps, and a Parquet part every `flush_every` steps). The overhead is
 sum(telemetry) / sum(step); timing the two parts of each step, instead of the
 difference of two separately timed runs, keeps the machine's drift out of the ratio
