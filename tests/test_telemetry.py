@@ -64,3 +64,21 @@ def test_energy_log_rows_null_without_f_x_and_nan_kept(tmp_path, flush_every: in
             assert rows.filter(~measured)[col].null_count() == 45, col  # null, not NaN
     assert np.isnan(rows.filter(pl.col("step") == 44)["e_nat"].item())
     assert log.epoch_loss(1) == np.mean(range(20, 40))  # the flushed losses of epoch 1
+
+
+def test_abnormal_share_is_the_share_whose_cross_entropy_fell(tmp_path) -> None:
+    """aae_frac of a row = mean_i 1[CE(f(x*_i), y_i) < CE(f(x0_i), y_i)] over the real samples."""
+    g = torch.Generator().manual_seed(3)
+    log = EnergyLog(tmp_path, "t", "rs_fgsm", flush_every=7)
+    expected = []
+    for step in range(7):
+        b = 16 if step < 6 else 5  # a short last batch: padding must not count
+        adv, start = torch.randn(b, 10, generator=g), torch.randn(b, 10, generator=g)
+        y = torch.randint(0, 10, (b,), generator=g)
+        ce = lambda lg: torch.nn.functional.cross_entropy(lg, y, reduction="none")  # noqa: E731
+        expected.append((ce(adv) < ce(start)).float().mean().item())
+        log.log_step(0, step, 0.1, {"loss": torch.tensor(1.0)}, y, adv, None, start if step != 3 else None)
+    got = pl.read_parquet(tmp_path / "batches" / "trial=t").sort("step")["aae_frac"].to_list()
+    assert got[3] is None  # a step without a start point has no share
+    assert np.allclose([v for i, v in enumerate(got) if i != 3], [v for i, v in enumerate(expected) if i != 3],
+                       atol=1e-6)

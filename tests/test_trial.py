@@ -43,8 +43,10 @@ def test_every_method_trains_and_writes_three_tables(tmp_path, method):
         assert batches["reg"].is_not_null().all()
     if method.startswith("weat"):
         assert batches["weat_w"].is_between(0, 1.0 / 0.6931 + 1e-3).all()  # 1/softplus(|E|) <= 1/log 2
-    if method == "der":
-        assert batches["aae_frac"].is_between(0, 1).all()
+    if method == "erm":
+        assert batches["aae_frac"].is_null().all()  # no attack, no start point
+    else:
+        assert batches["aae_frac"].is_between(0, 1).all()  # every step of an adversarial method
     if method == "erm":
         assert (batches["de"] == 0).all()  # no attack: x* = x
     epochs = read(tmp_path, "epochs", trial.id)
@@ -60,10 +62,17 @@ def test_every_method_trains_and_writes_three_tables(tmp_path, method):
 
 
 def test_der_on_multistep_regularises_every_sample(tmp_path):
+    from workloads import losses
+    from workloads.config import MethodConfig
+    from workloads.methods import Logits, get_method
+
     trial = make_trial(tmp_path, "method=der", "method.base=pgd", "attack.steps=2")
     assert trial.attack == "pgd"
-    trial.run()
-    assert (read(tmp_path, "batches", trial.id)["aae_frac"] == 1.0).all()
+    g = torch.Generator().manual_seed(0)
+    nat, adv, start = (torch.randn(16, 10, generator=g) for _ in range(3))
+    y = torch.randint(0, 10, (16,), generator=g)
+    terms = get_method("der").loss(Logits(y=y, adv=adv, nat=nat, start=start), MethodConfig("der", base="pgd"))
+    torch.testing.assert_close(terms.reg, losses.der_regularizer(nat, adv, y, 0.0).mean())  # no AAE mask
 
 
 def test_jeat_checkpoint_keeps_the_sgld_buffer(tmp_path):

@@ -191,10 +191,11 @@ class Trial:
             with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
                 logits_nat = self.model(s.x)
         terms = {c: v for c in TERM_COLUMNS if (v := getattr(s.terms, c)) is not None}
-        logits_adv = s.logits.adv
+        logits_adv, logits_start = s.logits.adv, s.attack.logits_start if s.attack is not None else None
         if self.cfg.compile in CUDA_GRAPH_MODES:  # the log holds them for a block: a replay would overwrite them
-            logits_adv, logits_nat = logits_adv.clone(), logits_nat if logits_nat is None else logits_nat.clone()
-        self.log.log_step(epoch, self.step, lr, terms, s.y, logits_adv, logits_nat)
+            logits_adv, logits_nat, logits_start = (t if t is None else t.clone()
+                                                    for t in (logits_adv, logits_nat, logits_start))
+        self.log.log_step(epoch, self.step, lr, terms, s.y, logits_adv, logits_nat, logits_start)
 
     # --- epochs ---------------------------------------------------------------------------------
     def train_epoch(self, epoch: int, progress: bool = False) -> str | None:

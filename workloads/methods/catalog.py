@@ -63,8 +63,7 @@ def der(lg: Logits, p: MethodConfig) -> Terms:
         mask = losses.abnormal_adversarial(lg.start, lg.adv.detach(), lg.y)
     else:
         mask = reg.new_ones(reg.shape)
-    return Terms(losses.der_loss(lg.adv, lg.y, reg, mask, p.beta), reg=(mask * reg).mean().detach(),
-                 aae_frac=mask.mean())
+    return Terms(losses.der_loss(lg.adv, lg.y, reg, mask, p.beta), reg=(mask * reg).mean().detach())
 
 
 @register("jeat", "energy", uses_sgld=True)

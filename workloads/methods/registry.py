@@ -27,7 +27,6 @@ class Terms:
     loss: Tensor
     reg: Tensor | None = None
     weat_w: Tensor | None = None
-    aae_frac: Tensor | None = None
 
 
 Loss = Callable[[Logits, MethodConfig], Terms]

@@ -40,7 +40,8 @@ BATCHES: list[Column] = _KEYS + [
     *_ENERGIES,
     ("reg", pa.float32(), "method regulariser value (TRADES/MART/WEAT KL term, DER hinge, JEAT SGLD term); null if none"),
     ("weat_w", pa.float32(), "WEAT: mean sample weight 1/softplus(|E(x)|); null for other methods"),
-    ("aae_frac", pa.float32(), "DER on single-step AT: share of abnormal adversarial examples; null otherwise"),
+    ("aae_frac", pa.float32(), "share of abnormal adversarial examples (Lin et al. 2024): samples whose loss "
+                                "CE(x*) is below CE(x0) at the attack's start; null without an attack"),
     ("wall_time", pa.float64(), "host UNIX time when the step was issued (GPU work may finish later)"),
 ]
 

@@ -23,10 +23,11 @@ from workloads.energy import delta_energy, joint_energy, marginal_energy
 from workloads.telemetry.schema import BATCHES, SCHEMA_VERSION, arrow_schema
 
 # Columns of `batches` computed on the device, in the order of a computed row; the others come from the host.
-TERM_COLUMNS = ("loss", "reg", "weat_w", "aae_frac")  # the method's loss terms (`Terms`), null if it has none
+TERM_COLUMNS = ("loss", "reg", "weat_w")  # the method's loss terms (`Terms`), null if it has none
 ADV_COLUMNS = ("acc_adv", "e_adv", "e_adv_y")  # of f(x*): every step
 NAT_COLUMNS = ("acc_nat", "e_nat", "e_nat_y", "de", "de_y", "de_std")  # need f(x): null on steps without it
-DEVICE_COLUMNS = TERM_COLUMNS + ADV_COLUMNS + NAT_COLUMNS
+START_COLUMNS = ("aae_frac",)  # need f(x0) at the attack's start: every step of an adversarial method
+DEVICE_COLUMNS = TERM_COLUMNS + ADV_COLUMNS + NAT_COLUMNS + START_COLUMNS
 BLOCK = 50  # steps held before their energies are computed together
 
 
@@ -51,6 +52,20 @@ def block_stats(logits: Tensor, y: Tensor) -> Tensor:
         de_mean = mean(de)
         de_std = mean((de[:, 0] - de_mean[:, :1]) ** 2).sqrt()
         return torch.cat([mean(per_sample).flatten(1), de_mean, de_std[:, None]], dim=1)
+
+
+def abnormal_share(logits_adv: Tensor, logits_start: Tensor, y: Tensor) -> Tensor:
+    """Per-step share of abnormal adversarial examples (Lin et al. 2024): CE(f(x*)) < CE(f(x0)).
+
+    logits [steps, B, C] and labels y [steps, B] with -1 marking padding; returns [steps].
+    Per sample CE = E(x,y) - E(x), so the two logits suffice.
+    """
+    with torch.no_grad():
+        real = y >= 0
+        yc = y.clamp(min=0)
+        ce = lambda lg: joint_energy(lg, yc) - marginal_energy(lg)  # noqa: E731
+        abnormal = (ce(logits_adv) < ce(logits_start)) & real
+        return abnormal.sum(-1) / real.sum(-1)
 
 
 def _pad(t: Tensor, rows: int, fill: float = 0.0) -> Tensor:
@@ -111,10 +126,10 @@ class EnergyLog:
     def __init__(self, out: str | os.PathLike, trial: str, method: str, flush_every: int):
         self.parts = {t: PartWriter(out, t, trial, 0) for t in ("batches", "epochs", "probes")}
         self.trial, self.method, self.flush_every = trial, method, flush_every
-        self.held: list[tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None]] = []  # steps not yet computed
+        self.held: list[tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None, Tensor | None]] = []  # not computed
         self.blocks: list[Tensor] = []  # computed rows [steps, DEVICE_COLUMNS] not yet flushed
         self.host: dict[str, list] = {"epoch": [], "step": [], "lr": [], "wall_time": [], "terms": [],
-                                      "natural": []}
+                                      "natural": [], "start": []}
         self.last_flush: dict[str, Any] = {}
         self.losses: dict[int, list[np.ndarray]] = {}  # epoch -> flushed training losses
         self.bad = False  # a non-finite loss in a flushed part (checked on the host copy, no extra sync)
@@ -124,13 +139,15 @@ class EnergyLog:
         return len(self.host["step"])
 
     def log_step(self, epoch: int, step: int, lr: float, terms: dict[str, Tensor], y: Tensor,
-                 logits_adv: Tensor, logits_nat: Tensor | None = None) -> None:
+                 logits_adv: Tensor, logits_nat: Tensor | None = None, logits_start: Tensor | None = None) -> None:
         """Log one `batches` row: the loss terms (0-dim, keys of TERM_COLUMNS), the labels and the
-        logits of f(x*) and, when measured this step, f(x); no host sync."""
-        self.held.append(({c: v.detach() for c, v in terms.items()}, y, logits_adv.detach(),
-                          None if logits_nat is None else logits_nat.detach()))
+        logits of f(x*), of f(x) when measured this step, and of the attack's start f(x0); no host sync."""
+        detach = lambda t: None if t is None else t.detach()  # noqa: E731
+        self.held.append(({c: v.detach() for c, v in terms.items()}, y, logits_adv.detach(), detach(logits_nat),
+                          detach(logits_start)))
         for key, value in (("epoch", epoch), ("step", step), ("lr", lr), ("wall_time", time.time()),
-                           ("terms", tuple(terms)), ("natural", logits_nat is not None)):
+                           ("terms", tuple(terms)), ("natural", logits_nat is not None),
+                           ("start", logits_start is not None)):
             self.host[key].append(value)
         if len(self.held) == BLOCK:
             self._compute()
@@ -141,14 +158,17 @@ class EnergyLog:
         """The DEVICE_COLUMNS rows of the held steps, as one block."""
         if not self.held:
             return
-        terms, ys, advs, nats = zip(*self.held)
+        terms, ys, advs, nats, starts = zip(*self.held)
         b = max(len(y) for y in ys)  # host ints: no sync
         adv = torch.stack([_pad(a.float(), b) for a in advs])
-        nat = torch.stack([_pad((a if n is None else n).float(), b) for a, n in zip(advs, nats)])  # x* stands in
+        # f(x*) stands in for a missing f(x) or f(x0); those values are masked to null at the flush
+        nat = torch.stack([_pad((a if n is None else n).float(), b) for a, n in zip(advs, nats)])
+        start = torch.stack([_pad((a if s is None else s).float(), b) for a, s in zip(advs, starts)])
         y = torch.stack([_pad(y, b, -1) for y in ys])
         nan = adv.new_full((), float("nan"))
         values = torch.stack([torch.stack([t.get(c, nan).float() for c in TERM_COLUMNS]) for t in terms])
-        self.blocks.append(torch.cat([values, block_stats(torch.stack([adv, nat], dim=1), y)], dim=1))
+        self.blocks.append(torch.cat([values, block_stats(torch.stack([adv, nat], dim=1), y),
+                                      abnormal_share(adv, start, y)[:, None]], dim=1))
         self.held = []
 
     def flush(self) -> dict[str, np.ndarray]:
@@ -163,9 +183,10 @@ class EnergyLog:
         epochs = np.array(self.host["epoch"])
         for e in np.unique(epochs):
             self.losses.setdefault(int(e), []).append(loss[epochs == e])
-        natural = np.array(self.host["natural"])
+        natural, start = np.array(self.host["natural"]), np.array(self.host["start"])
         logged = {c: np.array([c in keys for keys in self.host["terms"]]) for c in TERM_COLUMNS}
         logged |= {c: np.ones(n, bool) for c in ADV_COLUMNS} | {c: natural for c in NAT_COLUMNS}
+        logged |= {c: start for c in START_COLUMNS}
         columns: dict[str, Any] = {c: np.ma.MaskedArray(values[:, i], mask=~logged[c])
                                    for i, c in enumerate(DEVICE_COLUMNS) if logged[c].any()}
         columns.update(epoch=self.host["epoch"], step=self.host["step"], lr=self.host["lr"],
