@@ -14,7 +14,7 @@ import polars as pl
 
 from analysis import detectors
 from analysis.rank import display, export
-from analysis.read import Sweep, SweepError
+from analysis.read import SweepLogs, SweepError
 from analysis.report import build
 from analysis.sql import QueryError, run_sql
 
@@ -31,8 +31,8 @@ def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argpa
         return _fail(str(exc).strip("'\""))
 
 
-def _sweep(dirs: list[str]) -> Sweep:
-    sweep = Sweep(dirs)
+def _sweep(dirs: list[str]) -> SweepLogs:
+    sweep = SweepLogs(dirs)
     sweep.require_tables()
     return sweep
 

@@ -89,7 +89,7 @@ def ordered_batches(batches: Frame, cols: list[str] = BATCH_COLS) -> pl.DataFram
     """`cols` of batches, each trial contiguous in step order, plus the run id `_run`.
 
     Read this once and pass it to several detectors. `trial` becomes Categorical
-    (cheap equality on 40M rows; events cast it back). Sweep.scan reads files in
+    (cheap equality on 40M rows; events cast it back). SweepLogs.scan reads files in
     (trial, part) order, so the sort is usually skipped; a resumed trial may log a
     step twice, the later row (later part) is kept. A frame this function returned
     is passed through.

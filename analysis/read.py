@@ -9,7 +9,7 @@ Layout (hive-partitioned, written by trials):
 Hidden files (names starting with '.' or '_', e.g. a writer's `.part-x.parquet.tmp`)
 are ignored. Every file's footer is validated with `pyarrow.parquet.read_metadata`
 before the scan; a truncated/corrupt file, or one whose column types cannot be cast
-to the schema, is reported on stderr, kept in `Sweep.skipped` and left out.
+to the schema, is reported on stderr, kept in `SweepLogs.skipped` and left out.
 Scans use the explicit schema `arrow_schema(table)`, so columns missing from older
 files read as null and unknown extra columns are ignored.
 """
@@ -74,7 +74,7 @@ def check_file(path: Path, table: str) -> str | None:
     return None
 
 
-class Sweep:
+class SweepLogs:
     """One or many sweep directories (a trial's own out dir is a one-trial sweep).
 
     `skipped` collects (path, reason) of every file left out; `warn` also prints them.
@@ -164,7 +164,7 @@ class Sweep:
         return _frame(rows)
 
 
-def _read_json(path: Path, sweep: Sweep) -> dict:
+def _read_json(path: Path, sweep: SweepLogs) -> dict:
     if not path.exists():
         return {}
     try:

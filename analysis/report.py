@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from analysis import detectors
 from analysis.rank import display, rank, trial_metrics
-from analysis.read import Sweep
+from analysis.read import SweepLogs
 
 KIND_COLORS = {"co_energy": "tab:red", "co_pgd_probe": "tab:purple", "ro": "tab:orange", "nan": "black"}
 
@@ -107,7 +107,7 @@ th{background:#e8eef7}
 """
 
 
-def build(sweep: Sweep, out: Path, *, max_points: int = 2000, max_trials: int | None = None) -> Report:
+def build(sweep: SweepLogs, out: Path, *, max_points: int = 2000, max_trials: int | None = None) -> Report:
     """Detect, rank and plot `sweep`; write `out` (HTML) and `out.parent/report_png/*.png`."""
     batches, epochs, probes = (sweep.scan(t) for t in ("batches", "epochs", "probes"))
     events = detectors.detect(batches, epochs, probes)

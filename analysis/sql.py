@@ -5,7 +5,7 @@ import re
 
 import polars as pl
 
-from analysis.read import Sweep
+from analysis.read import SweepLogs
 from workloads.telemetry.schema import TABLES
 
 
@@ -13,14 +13,14 @@ class QueryError(Exception):
     """A query that cannot run; the message is one line naming what exists."""
 
 
-def frames(sweep: Sweep) -> dict[str, pl.LazyFrame]:
+def frames(sweep: SweepLogs) -> dict[str, pl.LazyFrame]:
     """The lazy tables a query can name (telemetry tables with their schema, even if empty)."""
     tables = {t: sweep.scan(t) for t in TABLES}
     tables["trials"] = sweep.trials().lazy()
     return tables
 
 
-def run_sql(sweep: Sweep, sql: str) -> pl.DataFrame:
+def run_sql(sweep: SweepLogs, sql: str) -> pl.DataFrame:
     """Run `sql`; unknown tables/columns raise QueryError listing the tables or columns."""
     tables = frames(sweep)
     ctx = pl.SQLContext(frames=tables, eager=False)

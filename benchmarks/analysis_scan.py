@@ -6,7 +6,7 @@ Generates (once, cached under --data) a hive-partitioned sweep of `trials` trial
 `epochs` epochs x `steps` steps per epoch with the real schema, a few parts per
 trial, healthy / CO / RO / NaN / diverging trials; then times
 
-  polars: analysis.Sweep scan -> analysis.detect -> trial_metrics -> rank
+  polars: analysis.SweepLogs scan -> analysis.detect -> trial_metrics -> rank
   pandas: the same statistics written plainly with pandas (groupby/rolling/expanding)
 
 in one process, checks both give the same events and ranking, and prints times
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import detect, rank, trial_metrics  # noqa: E402
 from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
-from analysis.read import Sweep  # noqa: E402
+from analysis.read import SweepLogs  # noqa: E402
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def generate(root: Path, trials: int, epochs: int, steps: int, parts: int) -> No
 
 def run_polars(root: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float]]:
     t0 = time.perf_counter()
-    sweep = Sweep(root)
+    sweep = SweepLogs(root)
     batches = ordered_batches(sweep.scan("batches"))  # the one read detect() would do
     epochs = sweep.scan("epochs").collect()
     t1 = time.perf_counter()

@@ -114,7 +114,9 @@ def _finished(out: Path, overrides: list[str]) -> bool:
     return result.exists() and json.loads(result.read_text()).get("status") == "finished"
 
 
-def run_grid(out: Path, trials: list[list[str]], jobs: int) -> None:
+def run_grid(out: Path, trials: list[list[str]], jobs: int, longest_first: bool = True) -> None:
+    """Train the unfinished `trials` into `out`, `jobs` processes at a time (in the given order, or
+    longest first)."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if not _finished(out, t)]
 
@@ -123,7 +125,8 @@ def run_grid(out: Path, trials: list[list[str]], jobs: int) -> None:
         passes = 1 + (cfg.attack.steps if cfg.method.name in ("pgd", "trades", "mart") else 1)
         return (cfg.data.subset or 59000) * cfg.epochs * passes
 
-    todo.sort(key=cost, reverse=True)
+    if longest_first:
+        todo.sort(key=cost, reverse=True)
     print(f"{len(trials)} trials, {len(trials) - len(todo)} already finished; {jobs} at a time", flush=True)
     running: list[subprocess.Popen] = []
     t0 = time.time()
@@ -163,9 +166,9 @@ def rows(dirs: list[str]) -> list[dict]:
     import polars as pl
 
     from analysis.detectors import detect
-    from analysis.read import Sweep
+    from analysis.read import SweepLogs
 
-    sweep = Sweep(dirs)
+    sweep = SweepLogs(dirs)
     events = detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"))
     epochs = sweep.scan("epochs").collect()
     trials = sweep.trials()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.sweep import Sweep  # noqa: E402
+from orchestrator.sweep import SweepPlan  # noqa: E402
 from workloads.trial import Trial  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = ",".join(str(s) for s in range(max(1, args.trials // 2)))
     with tempfile.TemporaryDirectory() as tmp:
-        loop_plan = Sweep.from_overrides(["sweep=smoke", f"seed={seeds}", f"sweep.out={tmp}/loop"])
+        loop_plan = SweepPlan.from_overrides(["sweep=smoke", f"seed={seeds}", f"sweep.out={tmp}/loop"])
         start = time.perf_counter()
         first_loop = None
         for cfg in loop_plan.trials:
@@ -48,7 +48,7 @@ def main() -> None:
         loop_total = time.perf_counter() - start
 
         start = time.perf_counter()
-        tune_plan = Sweep.from_overrides(["sweep=smoke", f"seed={seeds}", f"sweep.out={tmp}/tune",
+        tune_plan = SweepPlan.from_overrides(["sweep=smoke", f"seed={seeds}", f"sweep.out={tmp}/tune",
                                           "sweep.report=false", "sweep.stop_on=[]"])
         box: dict = {}
         threading.Thread(target=first_running, args=(tune_plan.dir, start, box), daemon=True).start()

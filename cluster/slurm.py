@@ -29,7 +29,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 from cluster.ray_cluster import SlurmRayCluster
 
 if TYPE_CHECKING:
-    from orchestrator.sweep import Sweep
+    from orchestrator.sweep import SweepPlan
 
 MAX_NUM_TIMEOUT = 10  # requeues on reaching the time limit (preemptions do not count)
 SIGNAL_DELAY_S = 90  # USR2 this long before the time limit: time to stop Ray and requeue
@@ -44,7 +44,7 @@ class SubmitError(RuntimeError):
 class SweepJob(Checkpointable):
     """The callable submitit runs on every node of the sweep's job."""
 
-    def __init__(self, plan: "Sweep"):
+    def __init__(self, plan: "SweepPlan"):
         self.plan = plan  # plain dataclasses and a Path: pickles as is
         self._cluster: SlurmRayCluster | None = None
         self._interrupted = False
@@ -106,7 +106,7 @@ class SweepJob(Checkpointable):
         return DelayedSubmission(SweepJob(self.plan))
 
 
-def executor(plan: "Sweep") -> submitit.AutoExecutor:
+def executor(plan: "SweepPlan") -> submitit.AutoExecutor:
     """An AutoExecutor (cluster="slurm": never a silent local fallback) for the plan's job."""
     c = plan.cluster
     ex = submitit.AutoExecutor(folder=plan.dir / "slurm" / "%j", cluster="slurm",
@@ -123,7 +123,7 @@ def executor(plan: "Sweep") -> submitit.AutoExecutor:
     return ex
 
 
-def submit(plan: "Sweep") -> submitit.Job:
+def submit(plan: "SweepPlan") -> submitit.Job:
     """Submit the plan as one multi-node Slurm job; records it in <sweep.out>/slurm/job.json."""
     previous = read_job(plan.dir)
     if previous and previous.get("kind") == "ray":

@@ -90,10 +90,10 @@ def sweep(argv: list[str]) -> int:
               "  e.g. energy-at sweep method=fgsm,pgd seed=0,1,2 attack.eps=0.25 sweep.out=runs/s1\n"
               "presets: sweep=default|smoke (orchestrator/conf/sweep/), clusters: cluster=local|slurm")
         return 0
-    from orchestrator.sweep import Sweep
+    from orchestrator.sweep import SweepPlan
 
     try:
-        plan = Sweep.from_overrides(argv)
+        plan = SweepPlan.from_overrides(argv)
     except ConfigError as e:
         return fail("sweep", str(e))
     s = plan.settings

@@ -16,7 +16,7 @@ import polars as pl
 from ray import tune
 
 from analysis.detectors import detect
-from analysis.read import Sweep
+from analysis.read import SweepLogs
 from workloads.telemetry import PartWriter
 
 DEFAULT_STOP_ON = ("co_energy", "ro", "nan")
@@ -24,7 +24,7 @@ DEFAULT_STOP_ON = ("co_energy", "ro", "nan")
 
 def first_event(sweep_dir: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_STOP_ON) -> dict | None:
     """The earliest event of a kind in `stop_on` in `trial`'s logs up to `epoch`, or None."""
-    sweep = Sweep(sweep_dir, warn=False, trials=[trial])
+    sweep = SweepLogs(sweep_dir, warn=False, trials=[trial])
     frames = {t: sweep.scan(t).filter(pl.col("epoch") <= epoch)
               for t in ("batches", "epochs", "probes")}
     events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(stop_on))

@@ -1,4 +1,4 @@
-"""`Sweep`: many trials through Ray Tune, on embedded Ray or on a Ray cluster inside a Slurm job.
+"""`SweepPlan`: many trials through Ray Tune, on embedded Ray or on a Ray cluster inside a Slurm job.
 
     overrides -> SweepConfig -> planned, validated TrialConfigs -> Tuner -> telemetry under
     <sweep.out> -> energy stopper -> report
@@ -72,7 +72,7 @@ def _is_trial_override(override: str) -> bool:
     return key.split(".", 1)[0] in TRIAL_KEYS
 
 
-class Sweep:
+class SweepPlan:
     """A validated plan of trials and how to run them."""
 
     def __init__(self, config: SweepConfig, trials: list[TrialConfig]):
@@ -81,8 +81,8 @@ class Sweep:
         self.trials = trials
 
     @classmethod
-    def from_overrides(cls, argv: list[str]) -> "Sweep":
-        """`energy-at sweep` arguments -> a Sweep whose every trial config is already validated."""
+    def from_overrides(cls, argv: list[str]) -> "SweepPlan":
+        """`energy-at sweep` arguments -> a SweepPlan whose every trial config is already validated."""
         trial_args = [a for a in argv if _is_trial_override(a)]
         sweep_args = [a for a in argv if not _is_trial_override(a)]
         for a in sweep_args:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_analysis_synth import synth_trial, write_sweep
 
-from analysis.read import Sweep, SweepError, polars_schema
+from analysis.read import SweepLogs, SweepError, polars_schema
 from workloads.telemetry.schema import TABLES, arrow_schema
 
 
@@ -24,7 +24,7 @@ def sweep_dir(tmp_path: Path) -> Path:
 
 
 def test_scan_reads_all_tables_with_schema(sweep_dir: Path) -> None:
-    sweep = Sweep(sweep_dir)
+    sweep = SweepLogs(sweep_dir)
     assert sweep.tables() == ["batches", "epochs", "probes"]
     for table in TABLES:
         frame = sweep.scan(table).collect()
@@ -40,7 +40,7 @@ def test_scan_reads_all_tables_with_schema(sweep_dir: Path) -> None:
 def test_several_sweep_dirs(tmp_path: Path) -> None:
     a = write_sweep(tmp_path / "a", {"x": synth_trial("x", epochs=2, steps=5)})
     b = write_sweep(tmp_path / "b", {"y": synth_trial("y", epochs=3, steps=5)})
-    sweep = Sweep([a, b])
+    sweep = SweepLogs([a, b])
     counts = sweep.scan("batches").group_by("trial").len().sort("trial").collect()
     assert counts.rows() == [("x", 10), ("y", 15)]
     assert sweep.trials()["sweep"].to_list() == [str(a), str(b)]
@@ -54,7 +54,7 @@ def test_missing_column_reads_as_null_and_extra_column_is_ignored(sweep_dir: Pat
         d = sweep_dir / "batches" / f"trial={table['trial'][0]}"
         d.mkdir(parents=True)
         pq.write_table(table, d / "part-000000.parquet")
-    frame = Sweep(sweep_dir).scan("batches").collect()
+    frame = SweepLogs(sweep_dir).scan("batches").collect()
     assert "future_col" not in frame.columns
     old_rows = frame.filter(pl.col("trial") == "old")
     assert old_rows.height == 10
@@ -70,7 +70,7 @@ def test_wider_float_and_narrow_int_columns_are_cast(sweep_dir: Path) -> None:
     d = sweep_dir / "batches" / "trial=f64"
     d.mkdir(parents=True)
     pq.write_table(t, d / "part-000000.parquet")
-    sweep = Sweep(sweep_dir)
+    sweep = SweepLogs(sweep_dir)
     frame = sweep.scan("batches").filter(pl.col("trial") == "f64").collect()
     assert frame.schema["de"] == pl.Float32 and frame.height == 5
     assert sweep.skipped == []
@@ -88,7 +88,7 @@ def test_corrupt_truncated_and_mistyped_files_are_skipped_and_reported(
     (sweep_dir / "batches" / "trial=c").mkdir()
     pq.write_table(bad_type, sweep_dir / "batches" / "trial=c" / "part-000000.parquet")
 
-    sweep = Sweep(sweep_dir)
+    sweep = SweepLogs(sweep_dir)
     batches = sweep.scan("batches").collect()
     epochs = sweep.scan("epochs").collect()
     skipped = {path: why for path, why in sweep.skipped}
@@ -105,7 +105,7 @@ def test_corrupt_truncated_and_mistyped_files_are_skipped_and_reported(
 def test_reading_one_trial_lists_only_its_partition(sweep_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = sweep_dir / "batches" / "trial=0001" / "part-000000.parquet"
     other.write_bytes(b"PAR1 corrupt")  # another trial's file is neither opened nor reported
-    sweep = Sweep(sweep_dir, trials=["b"])
+    sweep = SweepLogs(sweep_dir, trials=["b"])
     assert {p.parent.name for p in sweep.files("batches")} == {"trial=b"}
     assert sweep.scan("batches").collect()["trial"].unique().to_list() == ["b"]
     assert not sweep.skipped and not capsys.readouterr().err
@@ -120,13 +120,13 @@ def test_hidden_temp_files_are_ignored(sweep_dir: Path) -> None:
     hidden_trial = sweep_dir / "batches" / ".trial=z"
     hidden_trial.mkdir()
     pq.write_table(junk, hidden_trial / "part-000000.parquet")
-    sweep = Sweep(sweep_dir)
+    sweep = SweepLogs(sweep_dir)
     assert sweep.scan("batches").collect().height == 80
     assert sweep.skipped == []
 
 
 def test_other_readers_read_the_same_files(sweep_dir: Path) -> None:
-    expected = Sweep(sweep_dir).scan("batches").select("trial", "step", "de").collect()
+    expected = SweepLogs(sweep_dir).scan("batches").select("trial", "step", "de").collect()
     glob = str(sweep_dir / "batches" / "*" / "*.parquet")
     con = duckdb.connect()
     rows = con.execute(
@@ -157,7 +157,7 @@ def test_trials_frame(tmp_path: Path) -> None:
                "b": {"status": "diverged", "reason": "nan loss", "epochs_done": 2}}
     root = write_sweep(tmp_path, trials, configs, results)
     (root / "trials" / "trial=c" / "result.json").unlink()  # still running
-    frame = Sweep(root).trials()
+    frame = SweepLogs(root).trials()
     assert frame["trial"].to_list() == ["a", "b", "c"]
     assert frame["status"].to_list() == ["finished", "diverged", None]
     assert frame["epochs_done"].to_list() == [5, 2, None]
@@ -169,8 +169,8 @@ def test_trials_frame(tmp_path: Path) -> None:
 
 def test_missing_or_empty_sweep_dir(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="not found"):
-        Sweep(tmp_path / "nope")
+        SweepLogs(tmp_path / "nope")
     (tmp_path / "batches").mkdir()
     with pytest.raises(SweepError, match="no telemetry tables"):
-        Sweep(tmp_path).require_tables()
-    assert Sweep(tmp_path).scan("batches").collect().schema == polars_schema("batches")
+        SweepLogs(tmp_path).require_tables()
+    assert SweepLogs(tmp_path).scan("batches").collect().schema == polars_schema("batches")

@@ -17,7 +17,7 @@ import pytest
 from cluster.ray_cluster import temp_dir
 from cluster.slurm import is_active, job_state, read_job
 from orchestrator.cli import main
-from orchestrator.sweep import Sweep
+from orchestrator.sweep import SweepPlan
 from workloads.config import trial_id
 
 pytestmark = pytest.mark.slurm
@@ -126,7 +126,7 @@ def _our_slurm_jobs() -> set[str]:
 def test_two_node_ray_sweep_logs_once_and_fails_only_the_crashing_trial(slurm_cluster, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = [*SMOKE, f"sweep.out={out}", "method=fgsm,rs_fgsm,n_fgsm", "sweep.max_failures=1"]
-    trials = {t.method.name: t.trial_id for t in Sweep.from_overrides(argv).trials}
+    trials = {t.method.name: t.trial_id for t in SweepPlan.from_overrides(argv).trials}
     _corrupt_checkpoint(out, trials["n_fgsm"])
     job_id = _submit(out, "method=fgsm,rs_fgsm,n_fgsm", "sweep.max_failures=1")
 
@@ -154,7 +154,7 @@ def test_two_node_ray_sweep_logs_once_and_fails_only_the_crashing_trial(slurm_cl
 def test_requeue_mid_sweep_resumes_exactly_once_with_token_auth(slurm_cluster, tmp_path, capsys):
     out = tmp_path / "sweep"
     job_id = _submit(out, "epochs=3", "sweep.report=false")
-    ids = [t.trial_id for t in Sweep.from_overrides([*SMOKE, f"sweep.out={out}", "epochs=3"]).trials]
+    ids = [t.trial_id for t in SweepPlan.from_overrides([*SMOKE, f"sweep.out={out}", "epochs=3"]).trials]
     rdv = out / "slurm" / job_id
     _wait_for(lambda: (rdv / "cluster.json").exists(), "all nodes to join", job_id=job_id)
 

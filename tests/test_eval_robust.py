@@ -67,7 +67,7 @@ def test_untargeted_pgd_lowers_marginal_and_raises_joint_energy_on_erm():
 
 @pytest.mark.slow
 def test_eval_command_writes_evals_energies_and_plot(capsys):
-    from analysis.read import Sweep
+    from analysis.read import SweepLogs
     from orchestrator.cli import main
 
     sweep = trained("erm")
@@ -76,13 +76,13 @@ def test_eval_command_writes_evals_energies_and_plot(capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "pgd5-targeted" in out and "apgd-ce" in out and "E(x) before -> after" in out
-    evals = Sweep(sweep).scan("evals").collect()
+    evals = SweepLogs(sweep).scan("evals").collect()
     trial = trial_of(sweep)
     assert set(evals["attack"]) == {"clean", "pgd5", "apgd-ce", "pgd5-targeted"}
     assert (evals["trial"] == trial).all() and (evals["n"] == 60).all() and (evals["split"] == "val").all()
     clean = evals.filter(pl.col("attack") == "clean")["accuracy"][0]
     assert evals.filter(pl.col("attack") == "pgd5")["accuracy"][0] <= clean
-    energies = Sweep(sweep).scan("attack_energies").collect()
+    energies = SweepLogs(sweep).scan("attack_energies").collect()
     assert energies.height == 3 * 60 and set(energies["targeted"]) == {True, False}
     png = next((sweep / "eval_plots").glob("attack_energies-*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -27,7 +27,7 @@ SETTINGS = {
 
 @functools.cache
 def trained(method: str) -> Path:
-    """Sweep dir holding one finished trial of `method` (eps 0.1) on 2,000 Fashion-MNIST images."""
+    """A sweep directory holding one finished trial of `method` (eps 0.1) on 2,000 Fashion-MNIST images."""
     from workloads.trial import Trial
 
     out = ROOT / method

@@ -58,11 +58,11 @@ def _epoch_spans(out):
 # Ray in a child process with a fresh environment: nothing left in this process by earlier tests reaches it.
 PACKING = """
 import sys, ray
-from orchestrator.sweep import Sweep
+from orchestrator.sweep import SweepPlan
 out, args = sys.argv[1], sys.argv[2:]
 ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)  # the mock: a node that claims one GPU
 for gpus in ("0.5", "1"):
-    plan = Sweep.from_overrides([*args, f"sweep.resources.gpus={gpus}", f"sweep.out={out}/gpus{gpus}"])
+    plan = SweepPlan.from_overrides([*args, f"sweep.resources.gpus={gpus}", f"sweep.out={out}/gpus{gpus}"])
     assert all(t.device == "cpu" for t in plan.trials)
     assert not plan.run_here().errors
 """

@@ -25,7 +25,7 @@ import polars as pl
 import pytest
 
 from analysis.detectors import detect
-from analysis.read import Sweep
+from analysis.read import SweepLogs
 from orchestrator.config import compose_trial
 from workloads.config import trial_id
 from workloads.trial import Trial
@@ -96,12 +96,12 @@ def collapse_epoch(acc: list[float]) -> int | None:
 
 
 def all_events(directory: Path) -> pl.DataFrame:
-    s = Sweep(directory)
+    s = SweepLogs(directory)
     return detect(s.scan("batches"), s.scan("epochs"), s.scan("probes"))
 
 
 def val_pgd(directory: Path, trial: str) -> list[float]:
-    epochs = Sweep(directory).scan("epochs").filter((pl.col("trial") == trial) & (pl.col("split") == "val"))
+    epochs = SweepLogs(directory).scan("epochs").filter((pl.col("trial") == trial) & (pl.col("split") == "val"))
     return epochs.sort("epoch").collect()["acc_pgd"].to_list()
 
 
@@ -114,7 +114,7 @@ def test_full_curves_exist(runs: Runs) -> None:
     for trial in (runs.co, runs.healthy):
         result = json.loads((runs.full / "trials" / f"trial={trial}" / "result.json").read_text())
         assert result["status"] == "finished" and result["epochs_done"] == EPOCHS
-        batches = Sweep(runs.full).scan("batches").filter(pl.col("trial") == trial).collect()
+        batches = SweepLogs(runs.full).scan("batches").filter(pl.col("trial") == trial).collect()
         assert batches["step"].to_list() == list(range(result["steps_done"]))
 
 

@@ -13,7 +13,7 @@ import pytest
 from test_real_logs import EPOCHS, Runs, all_events, real_runs
 
 from analysis.detectors import detect
-from analysis.read import Sweep
+from analysis.read import SweepLogs
 from orchestrator.stopper import DEFAULT_STOP_ON
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def result(runs: Runs, trial: str) -> dict:
 
 
 def recorded(runs: Runs) -> pl.DataFrame:
-    return Sweep(runs.sweep).scan("events").collect()
+    return SweepLogs(runs.sweep).scan("events").collect()
 
 
 def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
@@ -43,7 +43,7 @@ def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
     assert co["status"] == "stopped", co
     assert co["reason"].startswith(f"{stop['kind']} at epoch {stop['epoch']}: ")
     assert co["epochs_done"] == stop["epoch"] + 1  # stopped right after the epoch that fired
-    epochs = Sweep(runs.sweep).scan("epochs").filter(pl.col("trial") == runs.co).collect()
+    epochs = SweepLogs(runs.sweep).scan("epochs").filter(pl.col("trial") == runs.co).collect()
     assert epochs["epoch"].max() == stop["epoch"]  # no later epoch was evaluated
     healthy = result(runs, runs.healthy)
     assert healthy["status"] == "finished" and healthy["epochs_done"] == EPOCHS > stop["epoch"] + 1
@@ -51,7 +51,7 @@ def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
 
 def test_stop_decision_equals_offline_detection_on_the_prefix(runs: Runs) -> None:
     stop = recorded(runs).row(0, named=True)
-    sweep = Sweep(runs.sweep)
+    sweep = SweepLogs(runs.sweep)
     prefix = {t: sweep.scan(t).filter((pl.col("trial") == runs.co) & (pl.col("epoch") <= stop["epoch"]))
               for t in ("batches", "epochs", "probes")}
     offline = (detect(prefix["batches"], prefix["epochs"], prefix["probes"])

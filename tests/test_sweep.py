@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from orchestrator.space import expand
-from orchestrator.sweep import Sweep
+from orchestrator.sweep import SweepPlan
 from workloads.config import ConfigError
 
 
@@ -28,7 +28,7 @@ def test_space_expands_grid_and_seeded_random_axes():
 
 
 def test_command_line_overrides_replace_the_preset(tmp_path):
-    plan = Sweep.from_overrides(["sweep=smoke", "method=pgd", f"sweep.out={tmp_path}"])
+    plan = SweepPlan.from_overrides(["sweep=smoke", "method=pgd", f"sweep.out={tmp_path}"])
     assert [t.method.name for t in plan.trials] == ["pgd"]
     assert all(t.out == str(tmp_path) and t.threads == 1 for t in plan.trials)
 
@@ -51,7 +51,7 @@ def test_bad_trial_in_a_sweep_names_trial_and_field_and_starts_nothing(tmp_path)
 ])
 def test_bad_sweep_settings(args, field):
     with pytest.raises(ConfigError) as e:
-        Sweep.from_overrides(["sweep=smoke", *args])
+        SweepPlan.from_overrides(["sweep=smoke", *args])
     assert str(e.value).startswith(f"{field}:")
 
 
