@@ -35,6 +35,8 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from workloads.run_dir import atomic_write
+
 WORKER_PORTS = 200  # worker ports per node (one per concurrently alive Ray worker process)
 WORKER_PORT_SPAN = (20000, 32000)  # below Linux's ephemeral range, so outgoing connections never take them
 JOIN_TIMEOUT_S = float(os.environ.get("ENERGY_AT_RAY_JOIN_TIMEOUT", 600))
@@ -112,15 +114,6 @@ def _ray_client_available() -> bool:
 def _ray_exe() -> list[str]:
     exe = Path(sys.executable).with_name("ray")
     return [str(exe)] if exe.exists() else [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-
-
-def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -210,11 +203,11 @@ class SlurmRayCluster:
 
     def start_head(self) -> str:
         """Node 0: new token, Ray head on free ports, head.json for the other nodes. Returns the address."""
-        _atomic_write(self.token_path, secrets.token_hex(32), 0o600)
+        atomic_write(self.token_path, secrets.token_hex(32), 0o600)
         base = worker_port_base(self.nodes)
         self._start(["--head"], base)
         info = HeadInfo(self.address, self.restart, self.job_id, self.nodes, base, str(self.token_path))
-        _atomic_write(self.head_json, json.dumps(asdict(info), indent=1), 0o600)
+        atomic_write(self.head_json, json.dumps(asdict(info), indent=1), 0o600)
         print(f"[ray-cluster] head up at {self.address} (job {self.job_id}, restart {self.restart}, "
               f"token auth on, temp dir {self.temp_dir})", flush=True)
         return self.address
@@ -267,7 +260,7 @@ class SlurmRayCluster:
                 "node_ids": sorted(n["NodeID"] for n in alive),
                 "cpus": ray.cluster_resources().get("CPU", 0), "gpus": ray.cluster_resources().get("GPU", 0),
                 "seconds_to_join": round(time.monotonic() - t0, 1), "token_auth": True}
-        _atomic_write(self.rdv / "cluster.json", json.dumps(seen, indent=1))
+        atomic_write(self.rdv / "cluster.json", json.dumps(seen, indent=1))
         print(f"[ray-cluster] {len(alive)}/{self.nodes} nodes alive, {seen['cpus']:g} CPUs, "
               f"{seen['gpus']:g} GPUs", flush=True)
         return seen
@@ -275,7 +268,7 @@ class SlurmRayCluster:
     # --- stopping -----------------------------------------------------------------------------------
     def finish(self, graceful: bool = True) -> None:
         """Node 0: tell the workers to stop, disconnect the driver, stop the head."""
-        _atomic_write(self.done_file, f"{time.time()}\n")
+        atomic_write(self.done_file, f"{time.time()}\n")
         if self.driver and graceful:
             import ray
 

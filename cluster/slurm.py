@@ -27,6 +27,7 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from cluster.ray_cluster import SlurmRayCluster
+from workloads.run_dir import write_json
 
 if TYPE_CHECKING:
     from orchestrator.sweep import SweepPlan
@@ -148,11 +149,7 @@ def job_file(sweep_dir: str | Path) -> Path:
 
 
 def write_job(sweep_dir: str | Path, record: dict) -> None:
-    path = job_file(sweep_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".job.json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_json(job_file(sweep_dir), record)
 
 
 def read_job(sweep_dir: str | Path) -> dict | None:

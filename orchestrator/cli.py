@@ -64,7 +64,9 @@ def train(argv: list[str]) -> int:
     print(f"trial {trial.id}: {cfg.method.name} (attack {trial.attack}, eps {cfg.attack.eps:g}) on "
           f"{cfg.data.name} [{len(trial.data.train)} train / {len(trial.data.val)} val], {trial.device}"
           + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
-    summary = trial.run(progress=sys.stderr.isatty())
+    from orchestrator.stopper import stop_rule
+
+    summary = trial.run(stop=stop_rule(cfg), progress=sys.stderr.isatty())
     print(format_summary(summary, trial))
     return 0 if summary["status"] in ("finished", "stopped") else 1
 

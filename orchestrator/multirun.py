@@ -22,7 +22,6 @@ outcome. Each Slurm job records itself in `<out>/slurm/jobs/<jobid>.json` for
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import sys
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.config import compose_trial, validated
 from workloads.config import ConfigError, TrialConfig, flatten, trial_id
+from workloads.run_dir import RunDir, write_json
 
 VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p", "--package",
                "-i", "--info"}
@@ -44,6 +44,7 @@ OK = ("finished", "stopped", "diverged")  # outcomes of a trial that ran to its 
 # --- the Hydra task: one trial ------------------------------------------------------------------------
 def task(cfg: DictConfig) -> dict:
     """Run one trial from its Hydra job config; a crash is recorded in result.json, then re-raised."""
+    from orchestrator.stopper import stop_rule
     from workloads.trial import Trial
 
     trial_cfg = validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
@@ -51,7 +52,7 @@ def task(cfg: DictConfig) -> dict:
     trial = None
     try:
         trial = Trial(trial_cfg)
-        return trial.run()
+        return trial.run(stop=stop_rule(trial_cfg))
     except Exception as e:
         _record_failure(trial_cfg, trial, e)
         if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
@@ -89,11 +90,7 @@ def _record_job(cfg: TrialConfig) -> None:
               "folder": os.environ["SUBMITIT_FOLDER"].replace("%j", job_id), "started": time.time(),
               "restart": int(os.environ.get("SLURM_RESTART_COUNT", 0))}
     try:
-        d = Path(cfg.out) / "slurm" / "jobs"
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{job_id}.json.tmp"
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, d / f"{job_id}.json")
+        write_json(RunDir(cfg.out).slurm("jobs", f"{job_id}.json"), record)
     except OSError as e:
         print(f"energy-at: could not record Slurm job {job_id}: {e}", file=sys.stderr)
 
@@ -104,18 +101,13 @@ def _record_failure(cfg: TrialConfig, trial: Any, error: BaseException) -> None:
         if trial is not None:
             trial.log.flush()
         tid = trial.id if trial is not None else trial_id(cfg)
-        tdir = Path(cfg.out) / "trials" / f"trial={tid}"
-        tdir.mkdir(parents=True, exist_ok=True)
+        run_dir = RunDir(cfg.out)
         reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-        result = {"trial": tid, "status": "failed", "reason": reason,
-                  "epochs_done": getattr(trial, "epoch", 0), "steps_done": getattr(trial, "step", 0),
-                  "out": str(cfg.out)}
-        for name, obj in (("config.json", flatten(cfg) | {"trial_id": tid}), ("result.json", result)):
-            if name == "config.json" and (tdir / name).exists():
-                continue
-            tmp = tdir / f".{name}.tmp"
-            tmp.write_text(json.dumps(obj, indent=1, default=str))
-            os.replace(tmp, tdir / name)
+        if run_dir.read_config(tid) is None:
+            run_dir.write_config(tid, flatten(cfg) | {"trial_id": tid})
+        run_dir.write_result(tid, {"trial": tid, "status": "failed", "reason": reason,
+                                   "epochs_done": getattr(trial, "epoch", 0), "steps_done": getattr(trial, "step", 0),
+                                   "out": str(cfg.out)})
     except Exception as e:  # never hide the trial's own exception
         print(f"energy-at: could not record the failure of the trial: {e}", file=sys.stderr)
 
@@ -187,10 +179,7 @@ def multirun(argv: list[str]) -> int:
     bad = 0
     for overrides, cfg in trials:
         tid = trial_id(cfg)
-        try:
-            r = json.loads((Path(cfg.out) / "trials" / f"trial={tid}" / "result.json").read_text())
-        except (OSError, ValueError):
-            r = {"status": "missing", "reason": "no result.json"}
+        r = RunDir(cfg.out).read_result(tid) or {"status": "missing", "reason": "no result.json"}
         bad += r.get("status") not in OK
         print(f"  {tid:<28} {r.get('status', '?'):<9} {r.get('reason') or ''}")
     if bad or rc:

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
 from workloads.config import TrialConfig, trial_id
+from workloads.telemetry.schema import EVENT_KINDS
 
 TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
               "batch_size", "seed", "device", "threads"}
@@ -64,7 +65,6 @@ class SweepConfig:
 
 ConfigStore.instance().store(name="sweep_schema", node=SweepConfig)
 SCHEDULERS = ("fifo", "asha")
-DETECTORS = ("co_energy", "co_pgd_probe", "ro", "nan")
 
 
 def _is_trial_override(override: str) -> bool:
@@ -103,7 +103,8 @@ class SweepPlan:
                                   .replace(" ()", ""), str(e)) from None
             threads = max(1, int(s.resources.cpus))
             device = "cuda" if s.resources.gpus > 0 else "cpu"
-            t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device)
+            t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device,
+                        stop_on=list(s.stop_on))
             trials.append(replace(t, trial_id=trial_id(t)))
         ids = [t.trial_id for t in trials]
         if len(set(ids)) != len(ids):
@@ -115,7 +116,6 @@ class SweepPlan:
         """A Ray Tune Tuner for the plan (restored from the sweep directory if it ran before)."""
         from ray import tune
 
-        from orchestrator.stopper import EnergyStopper
         from orchestrator.trainable import run_trial
 
         s = self.settings
@@ -139,7 +139,6 @@ class SweepPlan:
                                         trial_name_creator=lambda tr: tr.config["trial"]),
             run_config=tune.RunConfig(
                 name=s.name, storage_path=storage,
-                stop=EnergyStopper(self.dir, s.stop_on) if s.stop_on else None,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=1),
@@ -177,8 +176,8 @@ def _validate_settings(config: SweepConfig) -> None:
     if s.scheduler not in SCHEDULERS:
         raise ConfigError("sweep.scheduler", f"unknown value {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
     for kind in s.stop_on:
-        if kind not in DETECTORS:
-            raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(DETECTORS)}")
+        if kind not in EVENT_KINDS:
+            raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
     if s.resources.cpus <= 0 or s.resources.gpus < 0:
         raise ConfigError("sweep.resources", "cpus must be > 0 and gpus >= 0")
     if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):

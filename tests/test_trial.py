@@ -122,21 +122,29 @@ def test_pgd_at_beats_erm_under_pgd(tmp_path):
     assert acc["pgd"] > acc["erm"] + 0.2, acc
 
 
-def test_a_stop_recorded_on_the_last_epoch_is_not_overwritten_by_the_finishing_trial(tmp_path):
-    """Tune's stopper runs beside the trial: if it fires on the last epoch, the trial still reaches its end."""
-    from orchestrator.stopper import record
+def test_a_stop_on_the_last_epoch_keeps_the_verdict_and_the_test_results(tmp_path):
+    """The trial decides its own stop: event in `events`, result.json stopped, test accuracies of the
+    last and the best checkpoint, and a rerun does not train on."""
+    event = {"kind": "co_energy", "epoch": 1, "step": None, "score": -4.2, "evidence": "batch: test"}
+    calls = []
 
-    trial = make_trial(tmp_path, "method=fgsm", "epochs=2")
-    event = {"trial": trial.id, "kind": "co_energy", "epoch": 1, "step": None, "evidence": "test", "action": "stopped"}
+    def stop(metrics):
+        calls.append(metrics["epoch"])
+        return event if metrics["epoch"] == 1 else None
 
-    def stopper_fires_on_last_epoch(metrics):
-        if metrics["epoch"] == 1:
-            record(tmp_path, event, {"epochs_done": 2})
-
-    summary = trial.run(stopper_fires_on_last_epoch)
+    trial = make_trial(tmp_path, "method=fgsm", "epochs=3")
+    summary = trial.run(stop=stop)
     result = json.loads((tmp_path / "trials" / f"trial={trial.id}" / "result.json").read_text())
-    assert result["status"] == summary["status"] == "stopped" and result["reason"].startswith("co_energy at epoch 1")
-    assert "test_acc_pgd" in result  # the final evaluation is kept too
+    assert result == json.loads(json.dumps(summary, default=str))
+    assert result["status"] == "stopped" and result["reason"] == "co_energy at epoch 1: batch: test"
+    assert result["stopped_by"] == "co_energy" and result["epochs_done"] == 2 and calls == [0, 1]
+    assert 0 <= result["test_acc_pgd"] <= 1 and 0 <= result["best_test_acc_pgd"] <= 1
+    assert result["best_epoch"] in (0, 1) and result["best_val_acc_pgd"] >= 0
+    events = pl.read_parquet(tmp_path / "events" / f"trial={trial.id}")
+    assert events.select("kind", "epoch", "action").rows() == [("co_energy", 1, "stopped")]
+    again = make_trial(tmp_path, "method=fgsm", "epochs=3").run(stop=lambda m: None)
+    assert again["status"] == "stopped" and again["epochs_done"] == 2  # the stop is final
+    assert pl.read_parquet(tmp_path / "events" / f"trial={trial.id}").height == 1  # recorded once
 
 
 def test_natural_energies_every_k_steps_for_random_start_attacks(tmp_path):

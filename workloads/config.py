@@ -107,9 +107,11 @@ class TrialConfig:
     threads: int | None = None  # torch CPU threads; None: torch's default
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
+    # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
+    stop_on: list[str] = field(default_factory=lambda: ["co_energy", "ro", "nan"])
 
 
-RUN_ONLY = ("out", "trial_id", "device", "threads")  # keys that do not change what a trial computes
+RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on")  # keys that do not change what a trial computes
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -216,6 +218,10 @@ def validate(cfg: TrialConfig) -> None:
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
+    from workloads.telemetry.schema import EVENT_KINDS
+
+    for kind in cfg.stop_on:
+        choice("stop_on", kind, EVENT_KINDS)
     choice("precision", cfg.precision, PRECISIONS)
     if cfg.compile is not None:
         choice("compile", cfg.compile, COMPILE_MODES)

@@ -7,9 +7,7 @@ config, and its logs end exactly once per (trial, step).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from workloads.host import frozen_heap, keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
 from workloads.methods.sgld import ReplayBuffer
 from workloads.models import build_model
+from workloads.run_dir import RunDir, atomic_write
 from workloads.schedule import lr_at
 from workloads.telemetry import EnergyLog
 from workloads.telemetry.writer import TERM_COLUMNS
@@ -33,8 +32,10 @@ from workloads.telemetry.writer import TERM_COLUMNS
 NATURAL_COST = 0.005  # share of a step the natural-energy forward may take by default (telemetry.natural_every)
 MIN_NATURAL_ROWS = 10  # ... unless that leaves fewer rows an epoch (co_energy's 20-row window: two epochs)
 
-# on_epoch(metrics) -> None to continue, or a reason string to stop the trial (early stopping).
-EpochCallback = Callable[[dict], "str | None"]
+# stop(metrics) -> None to go on, or the detector event that ends the trial (early stopping): a dict with
+# kind, epoch, step, score, evidence (the `events` columns); on_epoch(metrics) sees every epoch after it.
+StopRule = Callable[[dict], "dict | None"]
+EpochCallback = Callable[[dict], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,13 +79,6 @@ class Step:
     attack: AttackResult | None
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 class Trial:
     """An AT trial built from a validated `TrialConfig`; `run()` trains, logs, evaluates, checkpoints."""
 
@@ -119,8 +113,10 @@ class Trial:
         self.steps_per_epoch = num_batches(len(self.data.train), cfg.batch_size, drop_last=False)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
-        self.checkpoint_dir = self.out / "checkpoints" / f"trial={self.id}"
-        self.trial_dir = self.out / "trials" / f"trial={self.id}"
+        self.stop_event: dict | None = None  # the event that stopped the trial (kept in the checkpoint)
+        self.run_dir = RunDir(self.out)
+        self.checkpoint_dir = self.run_dir.checkpoints(self.id)
+        self.trial_dir = self.run_dir.trial(self.id)
         self.log = EnergyLog(self.out, self.id, self.method.name, cfg.telemetry.flush_every)
         self.natural_every = cfg.telemetry.natural_every or self._natural_every()
         self.resumed = self._resume()
@@ -250,13 +246,17 @@ class Trial:
         return metrics
 
     # --- the whole trial ------------------------------------------------------------------------
-    def run(self, on_epoch: EpochCallback | None = None, progress: bool = False) -> dict:
-        """Train from the current epoch to `cfg.epochs`; returns the summary also written to result.json."""
-        _atomic_json(self.trial_dir / "config.json", flatten(self.cfg) | {"trial_id": self.id})
-        _atomic_json(self.trial_dir / "result.json", self._result("running", None))
+    def run(self, on_epoch: EpochCallback | None = None, stop: StopRule | None = None,
+            progress: bool = False) -> dict:
+        """Train from the current epoch to `cfg.epochs`, or until `stop` returns an event; returns the
+        summary also written to result.json (a stopped trial is evaluated on test like a finished one)."""
+        self.run_dir.write_config(self.id, flatten(self.cfg) | {"trial_id": self.id})
+        self.run_dir.write_result(self.id, self._result("running", None))
         started = time.time()
         status, reason = "finished", None
         for epoch in range(self.epoch, self.cfg.epochs):
+            if self.stop_event is not None:  # resumed after a stop: the stop is final
+                break
             reason = self.train_epoch(epoch, progress)
             if reason:
                 status = "diverged"
@@ -266,38 +266,48 @@ class Trial:
                 self.best = {"acc_pgd": metrics["val_acc_pgd"], "epoch": epoch}
                 self._save(self.checkpoint_dir / "best.pt", weights_only=True)
             self.epoch = epoch + 1
+            self.stop_event = stop(metrics) if stop else None
             self._save(self.checkpoint_dir / "last.pt")
-            stop = on_epoch(metrics) if on_epoch else None
-            if stop:
-                status, reason = "stopped", stop
-                break
+            if on_epoch:
+                on_epoch(metrics | {"stopped": self.stop_event is not None})
+        if self.stop_event is not None:
+            e = self.stop_event
+            status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"
+            self.log.write_stop(e)  # again after a resume: the same file, so once
         summary = self._result(status, reason) | {"seconds": time.time() - started}
-        if status == "finished":
+        if status in ("finished", "stopped"):
             summary |= self.final_evaluation()
-            written = json.loads((self.trial_dir / "result.json").read_text())
-            if written.get("status") == "stopped":  # a sweep's stopper fired on the last epoch: keep its verdict
-                summary |= {k: written[k] for k in ("status", "reason")}
-        _atomic_json(self.trial_dir / "result.json", summary)
+        self.run_dir.write_result(self.id, summary)
         return summary
 
     def final_evaluation(self) -> dict:
-        """Clean and PGD accuracy of the last model on the test split."""
+        """Clean and PGD accuracy on the test split of the last model and of the best-val checkpoint."""
         ev = self.cfg.eval
-        per = evaluate_pgd(self.model, self.data.test, self.cfg.attack.eps, ev.pgd_alpha or self.cfg.attack.eps / 4,
-                           ev.pgd_steps, ev.restarts, ev.batch_size)
-        s = per.summary()
-        return {"test_n": s["n"], "test_acc_nat": s["acc_nat"], "test_acc_pgd": s["acc_pgd"]}
+        alpha = ev.pgd_alpha or self.cfg.attack.eps / 4
+
+        def test() -> dict:
+            return evaluate_pgd(self.model, self.data.test, self.cfg.attack.eps, alpha, ev.pgd_steps, ev.restarts,
+                                ev.batch_size).summary()
+
+        last = test()
+        result = {"test_n": last["n"], "test_acc_nat": last["acc_nat"], "test_acc_pgd": last["acc_pgd"]}
+        best_path = self.checkpoint_dir / "best.pt"
+        if best_path.exists():
+            self.model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=True)["model"])
+            best = test()
+            result |= {"best_test_acc_nat": best["acc_nat"], "best_test_acc_pgd": best["acc_pgd"]}
+        return result
 
     def _result(self, status: str, reason: str | None) -> dict:
         return {"trial": self.id, "status": status, "reason": reason, "epochs_done": self.epoch,
                 "steps_done": self.step, "best_val_acc_pgd": self.best["acc_pgd"], "best_epoch": self.best["epoch"],
-                "out": str(self.out)}
+                "stopped_by": None if self.stop_event is None else self.stop_event["kind"], "out": str(self.out)}
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
                  "step": self.step, "best": self.best, "telemetry": self.log.seqs(),
-                 "rng_cpu": torch.get_rng_state(), "trial": self.id}
+                 "rng_cpu": torch.get_rng_state(), "trial": self.id, "stop_event": self.stop_event}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         if self.sgld is not None:
@@ -305,10 +315,8 @@ class Trial:
         return state
 
     def _save(self, path: Path, weights_only: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({"model": self.model.state_dict(), "epoch": self.epoch} if weights_only else self._state(), tmp)
-        os.replace(tmp, path)
+        state = {"model": self.model.state_dict(), "epoch": self.epoch} if weights_only else self._state()
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def _resume(self) -> bool:
         """Load last.pt if there is one, and drop telemetry written after it."""
@@ -318,6 +326,7 @@ class Trial:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
+            self.stop_event = state.get("stop_event")
             torch.set_rng_state(state["rng_cpu"])
             if "rng_cuda" in state:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)

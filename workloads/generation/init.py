@@ -9,12 +9,13 @@ The WEAT code divides the fraction by 100 and so keeps zero components; here
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from workloads.run_dir import atomic_write
 
 INITS = ("noise", "mean", "pca")
 
@@ -96,10 +97,7 @@ def cached_class_pca(cache: str | Path, images: Tensor, labels: Tensor, num_clas
         if abs(pca.fraction - fraction) < 1e-9:
             return pca, True
     pca = fit_class_pca(images, labels, num_classes, fraction)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    torch.save(pca.state_dict(), tmp)
-    os.replace(tmp, cache)
+    atomic_write(cache, lambda tmp: torch.save(pca.state_dict(), tmp))
     return pca, False
 
 

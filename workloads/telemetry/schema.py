@@ -9,6 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 SCHEMA_VERSION = 1
+EVENT_KINDS = ("co_energy", "co_pgd_probe", "ro", "nan")  # the detectors of analysis/detectors.py, `events.kind`
 
 # (column, arrow type, meaning)
 Column = tuple[str, pa.DataType, str]

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from workloads.energy import delta_energy, joint_energy, marginal_energy
+from workloads.run_dir import RunDir, atomic_write
 from workloads.telemetry.schema import BATCHES, SCHEMA_VERSION, arrow_schema
 
 # Columns of `batches` computed on the device, in the order of a computed row; the others come from the host.
@@ -78,7 +79,7 @@ class PartWriter:
 
     def __init__(self, out: str | os.PathLike, table: str, trial: str, seq: int | None = None):
         """`seq`: the next part number; None appends after the parts already on disk (events, evals)."""
-        self.dir = Path(out) / table / f"trial={trial}"
+        self.dir = RunDir(out).table(table, trial)
         self.schema = arrow_schema(table)
         self.table, self.seq = table, self._next_free() if seq is None else seq
 
@@ -86,21 +87,20 @@ class PartWriter:
         stems = [p.stem.removeprefix("part-") for p in self.dir.glob("part-*.parquet")]
         return max((int(s) for s in stems if s.isdigit()), default=-1) + 1
 
-    def write(self, columns: dict[str, Any]) -> Path | None:
-        """Write one part from a dict of equal-length columns (missing columns become null); its path."""
+    def write(self, columns: dict[str, Any], name: str | None = None) -> Path | None:
+        """Write one part from a dict of equal-length columns (missing columns become null); its path.
+
+        `name` writes `part-<name>.parquet` instead of the next numbered part (idempotent: a trial's stop)."""
         n = len(next(iter(columns.values())))
         if n == 0:
             return None
         arrays = [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type)
                   for f in self.schema]
-        self.dir.mkdir(parents=True, exist_ok=True)
-        final = self.dir / f"part-{self.seq:06d}.parquet"
-        tmp = self.dir / f".part-{self.seq:06d}.parquet.tmp"
-        pq.write_table(pa.Table.from_arrays(arrays, schema=self.schema), tmp)
-        with open(tmp, "rb+") as f:  # the data must be on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        self.seq += 1
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        final = atomic_write(self.dir / f"part-{name or f'{self.seq:06d}'}.parquet",
+                             lambda tmp: pq.write_table(table, tmp))
+        if name is None:
+            self.seq += 1
         return final
 
     def truncate(self) -> None:
@@ -109,7 +109,8 @@ class PartWriter:
             return
         for path in self.dir.iterdir():
             stem = path.name.lstrip(".").split(".")[0]
-            if path.name.startswith(".") or (stem.startswith("part-") and int(stem[5:]) >= self.seq):
+            numbered = stem.startswith("part-") and stem[5:].isdigit()
+            if path.name.startswith(".") or (numbered and int(stem[5:]) >= self.seq):
                 path.unlink()
 
 
@@ -124,6 +125,7 @@ class EnergyLog:
     """
 
     def __init__(self, out: str | os.PathLike, trial: str, method: str, flush_every: int):
+        self.out = out
         self.parts = {t: PartWriter(out, t, trial, 0) for t in ("batches", "epochs", "probes")}
         self.trial, self.method, self.flush_every = trial, method, flush_every
         self.held: list[tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None, Tensor | None]] = []  # not computed
@@ -213,6 +215,12 @@ class EnergyLog:
         if table == "epochs":
             keys["method"] = [self.method] * n
         self.parts[table].write({**keys, **columns})
+
+    def write_stop(self, event: dict) -> None:
+        """The `events` row of the detector event that stopped this trial (action 'stopped'), written once."""
+        row = {k: [event.get(k)] for k in ("kind", "epoch", "step", "score", "evidence")}
+        row |= {"schema_version": [SCHEMA_VERSION], "trial": [self.trial], "action": ["stopped"]}
+        PartWriter(self.out, "events", self.trial, 0).write(row, name="stop")
 
     def seqs(self) -> dict[str, int]:
         """Next part number of each table (stored in the checkpoint)."""

@@ -1,0 +1,96 @@
+"""The run directory `<out>`: every path under it, the one atomic write, and a trial's result.
+
+    <out>/<table>/trial=<id>/part-NNNNNN.parquet   telemetry tables (workloads/telemetry)
+    <out>/trials/trial=<id>/config.json            the trial's flattened config
+    <out>/trials/trial=<id>/result.json            status, progress, best and test accuracies
+    <out>/checkpoints/trial=<id>/{last,best}.pt    resume state and best-val weights
+    <out>/slurm/...                                Slurm job records (cluster/, orchestrator/)
+    <out>/tune/                                    Ray Tune's experiment state
+
+Every file here is written whole or not at all: to a hidden temp name beside it, fsynced,
+then renamed over the target (`atomic_write`), so a reader, a crash or a `kill -9` never
+leaves a partial file. Readers skip hidden names (`.x.tmp`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+TRIAL_FILES = ("config.json", "result.json")
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], mode: int = 0o644) -> Path:
+    """Write `data` (text, bytes, or a function that writes a given path) to `path` atomically,
+    with permissions `mode` from the start (0o600 keeps a secret unreadable even as a temp file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share a temp
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+        os.chmod(tmp, mode)
+        if callable(data):
+            data(tmp)
+        else:
+            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=1, default=str))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object at `path`, or None if it is missing or unreadable."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+class RunDir:
+    """Paths of one run directory (a sweep's or a trial's `out`)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def table(self, table: str, trial: str | None = None) -> Path:
+        """A telemetry table's folder, or one trial's partition of it."""
+        return self.root / table if trial is None else self.root / table / f"trial={trial}"
+
+    def trial(self, trial: str) -> Path:
+        return self.root / "trials" / f"trial={trial}"
+
+    def trials(self) -> list[Path]:
+        return sorted((self.root / "trials").glob("trial=*"))
+
+    def checkpoints(self, trial: str) -> Path:
+        return self.root / "checkpoints" / f"trial={trial}"
+
+    def slurm(self, *parts: str) -> Path:
+        return self.root.joinpath("slurm", *parts)
+
+    def tune(self) -> Path:
+        return self.root / "tune"
+
+    # --- a trial's config and result --------------------------------------------------------------
+    def read_config(self, trial: str) -> dict | None:
+        return read_json(self.trial(trial) / "config.json")
+
+    def write_config(self, trial: str, config: dict) -> None:
+        write_json(self.trial(trial) / "config.json", config)
+
+    def read_result(self, trial: str) -> dict | None:
+        return read_json(self.trial(trial) / "result.json")
+
+    def write_result(self, trial: str, result: dict) -> None:
+        """The only writer of result.json."""
+        write_json(self.trial(trial) / "result.json", result)
