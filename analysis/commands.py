@@ -114,6 +114,7 @@ def detect(argv: list[str]) -> int:
     def run(args: argparse.Namespace) -> int:
         sweep = _sweep(args.sweep_dirs)
         events = detectors.detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"))
+        events = detectors.with_actions(events, sweep.scan("events"))
         if args.format == "table":
             _print_table(events.drop("schema_version"))
             return 0

@@ -518,6 +518,16 @@ def _concat(parts: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(parts).sort("trial", "epoch", "step", "kind", nulls_last=True, maintain_order=True)
 
 
+def with_actions(events: pl.DataFrame, recorded: Frame) -> pl.DataFrame:
+    """`events` with action 'stopped' where the trial's own stopper recorded that event (`events` table)."""
+    stops = (_lazy(recorded).filter(pl.col("action") == "stopped")
+             .select(pl.col("trial").cast(pl.String), "kind", "epoch", pl.lit(True).alias("_stopped"))
+             .unique().collect())
+    return (events.join(stops, on=["trial", "kind", "epoch"], how="left", maintain_order="left")
+            .with_columns(action=pl.when(pl.col("_stopped")).then(pl.lit("stopped")).otherwise("action"))
+            .drop("_stopped"))
+
+
 def detect(
     batches: Frame | None = None,
     epochs: Frame | None = None,

@@ -110,7 +110,7 @@ th{background:#e8eef7}
 def build(sweep: SweepLogs, out: Path, *, max_points: int = 2000, max_trials: int | None = None) -> Report:
     """Detect, rank and plot `sweep`; write `out` (HTML) and `out.parent/report_png/*.png`."""
     batches, epochs, probes = (sweep.scan(t) for t in ("batches", "epochs", "probes"))
-    events = detectors.detect(batches, epochs, probes)
+    events = detectors.with_actions(detectors.detect(batches, epochs, probes), sweep.scan("events"))
     ranking = rank(trial_metrics(epochs, events), sweep.trials())
     ep = epochs.select("trial", "epoch", "step", "split", "acc_nat", "acc_pgd").collect()
     trials = sorted(set(sweep.trial_ids("batches")) | set(ep["trial"]))
@@ -130,7 +130,7 @@ def build(sweep: SweepLogs, out: Path, *, max_points: int = 2000, max_trials: in
         fig.savefig(png, format="png")
         pngs.append(png)
         data = base64.b64encode(png.read_bytes()).decode()
-        trial_events = events.filter(pl.col("trial") == trial).select("kind", "epoch", "step", "score", "evidence")
+        trial_events = events.filter(pl.col("trial") == trial).select("kind", "epoch", "step", "score", "evidence", "action")
         sections.append(
             f'<section class="trial"><h3>{html.escape(trial)}</h3>'
             f'<img alt="plots of trial {html.escape(trial)}" src="data:image/png;base64,{data}">'

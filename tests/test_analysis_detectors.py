@@ -149,3 +149,14 @@ def test_co_found_on_sparse_natural_rows(every: int) -> None:
     assert 6 * 200 <= batch_step < 6 * 200 + 20 * every  # within the window of measured rows
     assert detect(sparse.filter(pl.col("epoch") < 6), e.filter(pl.col("epoch") < 6),
                   p.filter(pl.col("epoch") < 6)).is_empty()
+
+
+def test_with_actions_marks_only_the_recorded_stop() -> None:
+    from analysis.detectors import with_actions
+
+    events = pl.DataFrame({"trial": ["a", "a", "b"], "kind": ["co_energy", "ro", "co_energy"], "epoch": [2, 3, 2],
+                           "action": ["logged"] * 3}, schema_overrides={"epoch": pl.Int32})
+    recorded = pl.DataFrame({"trial": ["a"], "kind": ["co_energy"], "epoch": [2], "action": ["stopped"]},
+                            schema_overrides={"epoch": pl.Int32})
+    assert with_actions(events, recorded)["action"].to_list() == ["stopped", "logged", "logged"]
+    assert with_actions(events, recorded.clear())["action"].to_list() == ["logged"] * 3

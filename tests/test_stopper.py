@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from test_real_logs import EPOCHS, Runs, all_events, real_runs
 
-from analysis.detectors import detect
+from analysis.detectors import detect, with_actions
 from analysis.read import SweepLogs
 from orchestrator.stopper import DEFAULT_STOP_ON
 
@@ -45,6 +45,11 @@ def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
     assert co["epochs_done"] == stop["epoch"] + 1  # stopped right after the epoch that fired
     epochs = SweepLogs(runs.sweep).scan("epochs").filter(pl.col("trial") == runs.co).collect()
     assert epochs["epoch"].max() == stop["epoch"]  # no later epoch was evaluated
+    assert 0 <= co["test_acc_pgd"] <= 1 and 0 <= co["best_test_acc_pgd"] <= 1  # a stopped trial keeps its results
+    assert co["stopped_by"] == stop["kind"] and co["best_epoch"] >= 0
+    shown = with_actions(all_events(runs.sweep), SweepLogs(runs.sweep).scan("events"))
+    assert (shown.filter((pl.col("kind") == stop["kind"]) & (pl.col("epoch") == stop["epoch"]))["action"]
+            == "stopped").all()  # `energy-at detect` and the report show which event stopped the trial
     healthy = result(runs, runs.healthy)
     assert healthy["status"] == "finished" and healthy["epochs_done"] == EPOCHS > stop["epoch"] + 1
 
