@@ -1,0 +1,225 @@
+"""The detection scoreboard: every detector and baseline against the corpus's labels, per split.
+
+    python benchmarks/detection/scoreboard.py [--split test|dev|all] [--corpus DIR] [--format md|json]
+
+Reads the packed corpus (benchmarks/detection/corpus/, made by corpus.py), labels each trial from
+its val PGD curve (docs/detection.md, "Labels"), runs the project's detectors with their defaults
+and the published baselines, and prints per rule: recall on collapses and on all bad trials, false
+stops on healthy trials, the median delay after the labelled onset (epochs and steps; negative is
+early), the share of training steps a stopper on that rule would have saved, and whether each
+(eps, training-set size) group's best grid point by final val PGD stays the same under stopping.
+A rule "stops" at the end of the epoch of its first event: the stopper decides after each epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from analysis.detectors import detect  # noqa: E402
+
+CORPUS = HERE / "corpus"
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5)}
+COLLAPSE_RATIO, COLLAPSE_DROP = 0.5, 0.10
+NEVER_ROBUST_RATIO = 0.5
+RO_GAP = 0.05
+WONG_BATCH, WONG_DROP = 128, 0.2  # Wong et al.: PGD on one training batch, stop on a 0.2 drop
+ELLE_SD = 2.0  # ELLE-A: a value beyond mean + 2 sd of all its past values
+
+
+def load(corpus: Path = CORPUS) -> dict[str, pl.DataFrame]:
+    return {t: pl.read_parquet(corpus / f"{t}.parquet") for t in ("trials", "batches", "epochs", "probes")}
+
+
+# ----------------------------------------------------------------- labels (ground truth)
+
+
+def label(acc: list[float], reference: float) -> tuple[str, int | None]:
+    """(label, onset epoch) of one val PGD curve; `reference` is R(eps, n) of docs/detection.md."""
+    for e in range(1, len(acc)):
+        before = max(acc[:e])
+        if acc[e] <= COLLAPSE_RATIO * before and before - acc[e] >= COLLAPSE_DROP:
+            return "collapse", e
+    if max(acc) < NEVER_ROBUST_RATIO * reference:
+        return "never_robust", 0
+    best = max(range(len(acc)), key=acc.__getitem__)
+    if best < len(acc) - 1 and acc[best] - acc[-1] >= RO_GAP:
+        return "robust_overfitting", best + 1
+    return "healthy", None
+
+
+def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """One row per trial: config keys, split, val curve, label, onset epoch and step."""
+    t = c["trials"].select("trial", "seed", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
+                           pl.col("data.subset").alias("n"), pl.col("schedule.name").alias("schedule"), "epochs")
+    t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""))
+    curves = (c["epochs"].filter(pl.col("split") == "val").sort("trial", "epoch")
+              .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), last_step=pl.col("step").max()))
+    t = t.join(curves, on="trial")
+    best = t.with_columns(best=pl.col("acc").list.max()).group_by("eps", "n").agg(ref=pl.col("best").median())
+    t = t.join(best, on=["eps", "n"])
+    rows = []
+    for r in t.iter_rows(named=True):
+        lab, onset = label(r["acc"], r["ref"])
+        spe = (r["last_step"] + 1) // len(r["acc"])
+        rows.append(r | {"label": lab, "onset": onset, "onset_step": None if onset is None else onset * spe,
+                         "steps_per_epoch": spe, "total_steps": r["last_step"] + 1,
+                         "split": next(k for k, v in SPLITS.items() if r["seed"] in v)})
+    return pl.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- rules: first (epoch, step) per trial
+
+
+def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The project's detectors with their defaults, per kind and (co_energy) per source."""
+    events = detect(c["batches"], c["epochs"], c["probes"])
+    events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
+    rules = {}
+    for name, sel in {
+        "co_energy (all sources)": pl.col("kind") == "co_energy",
+        "co_energy batch": (pl.col("kind") == "co_energy") & (pl.col("source") == "batch"),
+        "co_energy epoch": (pl.col("kind") == "co_energy") & (pl.col("source") == "epoch"),
+        "co_energy probe": (pl.col("kind") == "co_energy") & (pl.col("source") == "probe"),
+        "co_pgd_probe": pl.col("kind") == "co_pgd_probe",
+        "ro": pl.col("kind") == "ro",
+        "default stop_on (co_energy, ro, nan)": pl.col("kind").is_in(["co_energy", "ro", "nan"]),
+    }.items():
+        rules[name] = _first(events.filter(sel))
+    return rules
+
+
+def _first(events: pl.DataFrame) -> pl.DataFrame:
+    return events.sort("epoch", "step", nulls_last=True).group_by("trial").first().select("trial", "epoch", "step")
+
+
+def wong_probe(probes: pl.DataFrame) -> pl.DataFrame:
+    """Wong et al.: PGD accuracy of one training batch (the probe's first 128 samples) drops > 0.2."""
+    ids = probes.select("trial", "sample_id").unique().sort("trial", "sample_id").group_by("trial").head(WONG_BATCH)
+    acc = (probes.join(ids, on=["trial", "sample_id"]).group_by("trial", "epoch")
+           .agg(acc=pl.col("correct_adv").mean()).sort("trial", "epoch"))
+    hit = acc.with_columns(drop=pl.col("acc").shift(1).over("trial") - pl.col("acc")).filter(pl.col("drop") > WONG_DROP)
+    return _first(hit.with_columns(step=pl.lit(None, pl.Int64)))
+
+
+def relative_probe(epochs: pl.DataFrame, ratio: float = 0.5) -> pl.DataFrame:
+    """Probe-split PGD accuracy at most `ratio` x its best earlier value."""
+    p = epochs.filter(pl.col("split") == "probe").sort("trial", "epoch")
+    p = p.with_columns(best=pl.col("acc_pgd").cum_max().shift(1).over("trial"))
+    return _first(p.filter(pl.col("acc_pgd") <= ratio * pl.col("best")).with_columns(step=pl.lit(None, pl.Int64)))
+
+
+def adaptive(batches: pl.DataFrame, signal: str, warmup: int = 20) -> pl.DataFrame:
+    """ELLE-A's rule on a per-batch signal: a value above mean + 2 sd of all its past values
+    (after `warmup` measured batches)."""
+    b = batches.filter(pl.col(signal).is_not_null() & pl.col(signal).is_not_nan()).sort("trial", "step")
+    past = pl.col(signal).cast(pl.Float64)
+    b = b.with_columns(
+        n=pl.int_range(pl.len()).over("trial"),
+        mean=past.cum_sum().shift(1).over("trial") / pl.int_range(pl.len()).over("trial"),
+        sq=(past ** 2).cum_sum().shift(1).over("trial") / pl.int_range(pl.len()).over("trial"),
+    ).with_columns(sd=(pl.col("sq") - pl.col("mean") ** 2).clip(lower_bound=0).sqrt())
+    hit = b.filter((pl.col("n") >= warmup) & (past > pl.col("mean") + ELLE_SD * pl.col("sd")))
+    return _first(hit)
+
+
+def all_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    rules = energy_rules(c)
+    rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
+    rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
+    rules["baseline: ELLE-A rule on aae_frac (AAER)"] = adaptive(c["batches"], "aae_frac")
+    rules["baseline: ELLE-A rule on batch dE(x,y)"] = adaptive(c["batches"], "de_y")
+    return rules
+
+
+# ----------------------------------------------------------------- scoring
+
+
+def score(lab: pl.DataFrame, stops: pl.DataFrame) -> dict:
+    """The scoreboard row of one rule over the labelled trials `lab`."""
+    t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
+    stopped = pl.col("stop_epoch").is_not_null()
+    bad = t.filter(pl.col("label") != "healthy")
+    coll = t.filter(pl.col("label") == "collapse")
+    healthy = t.filter(pl.col("label") == "healthy")
+    det = coll.filter(stopped)
+    stop_step = (pl.col("stop_epoch") + 1) * pl.col("steps_per_epoch")  # the stopper acts after the epoch
+    delay_ep = (det["stop_epoch"] - det["onset"]).median() if det.height else None
+    delay_st = (det.select(stop_step - pl.col("onset_step"))).to_series().median() if det.height else None
+    used = t.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
+                    .otherwise(pl.col("total_steps"))).to_series()
+    prone = t.filter(pl.col("method").is_in(["fgsm", "rs_fgsm", "n_fgsm", "der"]))
+    used_prone = prone.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
+                              .otherwise(pl.col("total_steps"))).to_series()
+    return {
+        "collapses": f"{det.height}/{coll.height}",
+        "recall_collapse": det.height / coll.height if coll.height else None,
+        "bad_stopped": f"{bad.filter(stopped).height}/{bad.height}",
+        "false_stops": f"{healthy.filter(stopped).height}/{healthy.height}",
+        "median_delay_epochs": delay_ep,
+        "median_delay_steps": delay_st,
+        "saved_steps": 1 - used.sum() / t["total_steps"].sum(),
+        "saved_steps_co_prone": 1 - used_prone.sum() / prone["total_steps"].sum() if prone.height else None,
+        "best_config_kept": best_kept(t),
+    }
+
+
+def best_kept(t: pl.DataFrame) -> str:
+    """Groups (eps, n) whose best grid point by mean final val PGD is the same with and without stopping.
+
+    A stopped trial's final val PGD is its last evaluated epoch's (the stop epoch)."""
+    final = t.with_columns(
+        full=pl.col("acc").list.last(),
+        cut=pl.when(pl.col("stop_epoch").is_not_null()).then(pl.col("acc").list.get(pl.col("stop_epoch")))
+        .otherwise(pl.col("acc").list.last()))
+    g = final.group_by("eps", "n", "point").agg(pl.col("full").mean(), pl.col("cut").mean())
+    groups = g.group_by("eps", "n").agg(full=pl.col("point").sort_by("full").last(),
+                                        cut=pl.col("point").sort_by("cut").last(), points=pl.len())
+    groups = groups.filter(pl.col("points") > 1)
+    return f"{groups.filter(pl.col('full') == pl.col('cut')).height}/{groups.height}"
+
+
+def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(labels of the split's trials, one scoreboard row per rule)."""
+    c = load(corpus)
+    lab = labels(c)
+    if split != "all":
+        lab = lab.filter(pl.col("split") == split)
+    keep = lab["trial"].to_list()
+    c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
+    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c).items()]
+    return lab, pl.DataFrame(rows)
+
+
+def markdown(board: pl.DataFrame) -> str:
+    cols = board.columns
+    fmt = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in board.iter_rows()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
+    ap.add_argument("--corpus", default=str(CORPUS))
+    ap.add_argument("--format", default="md", choices=["md", "json"])
+    a = ap.parse_args(argv)
+    lab, board = scoreboard(a.split, Path(a.corpus))
+    if a.format == "json":
+        print(json.dumps({"labels": lab.drop("acc").to_dicts(), "scoreboard": board.to_dicts()}, default=str))
+        return 0
+    counts = lab.group_by("label").len().sort("label")
+    print(f"split {a.split}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
+    print(markdown(board))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The detection scoreboard on the committed corpus (benchmarks/detection/corpus/): labels, baselines, scores."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "detection"))
+
+import scoreboard  # noqa: E402
+
+
+@pytest.mark.parametrize("acc, expected", [
+    ([0.30, 0.32, 0.15, 0.30], ("collapse", 2)),  # half the best so far, 0.17 below it
+    ([0.12, 0.05, 0.06], ("never_robust", 0)),  # 0.12 - 0.05 < 0.10: not a collapse, and far below R
+    ([0.30, 0.40, 0.45, 0.39], ("robust_overfitting", 3)),  # best at 2, last 0.06 below it
+    ([0.30, 0.40, 0.45, 0.42], ("healthy", None)),  # a 0.03 dip is noise
+])
+def test_labels_follow_the_written_definitions(acc, expected) -> None:
+    assert scoreboard.label(acc, reference=0.4) == expected
+
+
+def test_wong_probe_fires_on_a_drop_above_point_two_of_one_batch() -> None:
+    rows = []
+    for epoch, right in enumerate([100, 90, 65, 63]):  # of 128: drops 0.08, 0.195, 0.02
+        rows += [{"trial": "a", "epoch": epoch, "sample_id": i, "correct_adv": i < right} for i in range(200)]
+    rows += [{"trial": "b", "epoch": e, "sample_id": i, "correct_adv": i < r} for e, r in enumerate([100, 70])
+             for i in range(128)]
+    stops = scoreboard.wong_probe(pl.DataFrame(rows)).sort("trial")
+    assert stops["trial"].to_list() == ["b"] and stops["epoch"].to_list() == [1]
+
+
+def test_adaptive_rule_fires_above_mean_plus_two_sd_of_the_past() -> None:
+    values = [0.1, 0.2] * 15 + [0.26, 0.5]  # mean 0.15, sd 0.05: 0.26 > 0.25 fires at step 30
+    frame = pl.DataFrame({"trial": "a", "epoch": 0, "step": range(len(values)), "aae_frac": values})
+    assert scoreboard.adaptive(frame, "aae_frac").rows() == [("a", 0, 30)]
+
+
+def test_scoreboard_runs_on_the_committed_corpus() -> None:
+    lab, board = scoreboard.scoreboard("all")
+    assert lab.height >= 15 and set(lab["split"]) <= {"dev", "test"}
+    assert set(lab["label"]) <= {"collapse", "never_robust", "robust_overfitting", "healthy"}
+    assert lab.filter(pl.col("label") == "collapse")["onset"].min() >= 1
+    n_collapse = (lab["label"] == "collapse").sum()
+    n_healthy = (lab["label"] == "healthy").sum()
+    for row in board.iter_rows(named=True):
+        found, total = map(int, row["collapses"].split("/"))
+        assert total == n_collapse and 0 <= found <= total
+        assert int(row["false_stops"].split("/")[1]) == n_healthy
+        assert 0 <= row["saved_steps"] < 1
+    rules = set(board["rule"])
+    assert {"default stop_on (co_energy, ro, nan)", "baseline: Wong PGD-probe (128, drop 0.2)"} <= rules
