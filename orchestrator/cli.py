@@ -102,10 +102,10 @@ def sweep(argv: list[str]) -> int:
     print(f"sweep {s.name}: {len(plan.trials)} trials -> {plan.dir}  (scheduler {s.scheduler}, "
           f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
     if plan.cluster.kind == "slurm":
-        from cluster.slurm import SubmitError, submit
+        from cluster.slurm import SubmitError
 
         try:
-            job = submit(plan)
+            job = plan.submit_slurm()
         except SubmitError as e:
             return fail("sweep", str(e))
         print(f"submitted Slurm job {job.job_id}; logs: {job.paths.stdout.parent}\n"

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
 from workloads.config import TrialConfig, trial_id
+from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
 TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
@@ -144,6 +145,18 @@ class SweepPlan:
                 verbose=1),
         )
 
+    def submit_slurm(self):
+        """Submit the sweep as one multi-node Slurm job running `SweepPayload(self)` (cluster/slurm.py)."""
+        from cluster.slurm import JobSpec, submit
+
+        c = self.cluster
+        spec = JobSpec(name=f"energy-at-{self.settings.name}", folder=RunDir(self.dir).slurm(), nodes=c.nodes,
+                       timeout_min=c.timeout_min, cpus_per_node=c.cpus_per_node, gpus_per_node=c.gpus_per_node,
+                       mem_gb=c.mem_gb, partition=c.partition, account=c.account, qos=c.qos,
+                       dashboard=c.dashboard, env={"PYTHONPATH": _pythonpath()},
+                       record={"trials": [{"trial": t.trial_id, "epochs": t.epochs} for t in self.trials]})
+        return submit(SweepPayload(self), spec)
+
     def run_here(self):
         """Run the sweep's Tuner on the Ray this process is connected to (starts embedded Ray if none)."""
         import ray
@@ -154,6 +167,25 @@ class SweepPlan:
                      runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
         self.dir.mkdir(parents=True, exist_ok=True)
         return self.tuner().fit()
+
+
+class SweepPayload:
+    """What the Slurm job runs on node 0 once its Ray cluster is up: the sweep's Tuner, then the report.
+
+    A requeued job runs it again: `tuner()` restores the experiment from the sweep directory."""
+
+    def __init__(self, plan: SweepPlan):
+        self.plan = plan  # plain dataclasses and a Path: pickles as is
+
+    def __call__(self) -> dict:
+        grid = self.plan.run_here()
+        summary = {"trials": {(Path(r.path).name if r.path else str(i)): ("error" if r.error else "ok")
+                              for i, r in enumerate(grid)}}
+        if self.plan.settings.report:
+            from analysis import commands
+
+            summary["report_rc"] = commands.report([str(self.plan.dir)])
+        return summary
 
 
 def _check_local_gpus(gpus: float) -> None:
