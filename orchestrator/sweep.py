@@ -110,6 +110,14 @@ class SweepPlan:
         ids = [t.trial_id for t in trials]
         if len(set(ids)) != len(ids):
             raise ConfigError("sweep.trial", "two trials have the same config; give each grid point a distinct value")
+        if config.cluster.kind == "local":  # trials run here: they need this machine's devices
+            _check_local_gpus(s.resources.gpus)
+            for t in trials:
+                _check_local_device(t.device)
+        try:
+            RunDir(out).create()
+        except ConfigError as e:
+            raise ConfigError("sweep.out", str(e).split(": ", 1)[1]) from None
         return cls(config, trials)
 
     # --- running ---------------------------------------------------------------------------------
@@ -197,6 +205,12 @@ def _check_local_gpus(gpus: float) -> None:
                           f"{torch.cuda.device_count()}; set sweep.resources.gpus=0 or run with cluster=slurm")
 
 
+def _check_local_device(device: str) -> None:
+    from workloads.trial import resolve_device
+
+    resolve_device(device)  # ConfigError('device', ...) for a CUDA device this machine lacks
+
+
 def _pythonpath() -> str:
     """Ray workers import workloads/ and analysis/ from this checkout, installed or not."""
     root = str(Path(__file__).resolve().parents[1])
@@ -215,8 +229,17 @@ def _validate_settings(config: SweepConfig) -> None:
     if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):
         raise ConfigError("sweep.resources.gpus", f"got {s.resources.gpus}: use a whole number of GPUs, or a "
                           "fraction below 1 to pack several trials onto one GPU")
-    if s.num_samples < 1:
-        raise ConfigError("sweep.num_samples", f"must be a positive integer, got {s.num_samples}")
+    for name, value, low in (("sweep.num_samples", s.num_samples, 1), ("sweep.max_concurrent", s.max_concurrent, 0),
+                             ("sweep.max_failures", s.max_failures, 0), ("cluster.timeout_min", c.timeout_min, 1),
+                             ("cluster.gpus_per_node", c.gpus_per_node, 0)):
+        if value < low:
+            raise ConfigError(name, f"must be an integer >= {low}, got {value}"
+                              + (" (0: as many as the resources allow)" if name == "sweep.max_concurrent" else ""))
+    if c.cpus_per_node is not None and c.cpus_per_node < 1:
+        raise ConfigError("cluster.cpus_per_node", f"must be a positive integer, got {c.cpus_per_node}")
+    if c.mem_gb is not None and c.mem_gb < 1:
+        raise ConfigError("cluster.mem_gb", f"must be a positive integer, got {c.mem_gb}")
+
     if c.kind not in ("local", "slurm"):
         raise ConfigError("cluster.kind", f"unknown value {c.kind!r}; allowed: local, slurm")
     if c.nodes < 1:
