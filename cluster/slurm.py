@@ -1,36 +1,32 @@
-"""`energy-at sweep cluster=slurm`: the whole sweep as ONE multi-node Slurm job (submitit).
+"""A payload as ONE multi-node Slurm job with a Ray cluster inside it (submitit).
 
-    submit(plan) -> one job, nodes=cluster.nodes, one task per node, folder <sweep.out>/slurm/%j
-      node 0: Ray head (cluster/ray_cluster.py) + Tune driver (plan.run_here()) + report
+    submit(payload, spec) -> one job, nodes=spec.nodes, one task per node, folder <spec.folder>/%j
+      node 0: Ray head (cluster/ray_cluster.py), then `payload()` connected to it
       node k: Ray worker, until node 0 is done
 
-On a time limit or a preemption submitit calls `SweepJob.checkpoint()` (node 0): Tune's
-experiment state is already on disk (`<sweep.out>/tune/<name>`, synced at every trial
-checkpoint), so it only stops this run's Ray and returns the same job to requeue. The restart
-builds a fresh Ray cluster and `plan.tuner()` restores the experiment with
-`resume_unfinished=True, restart_errored=True`; trials continue from their checkpoints and
-truncate their telemetry to them (exactly once).
+The payload is any picklable callable returning a dict; this module knows nothing of what
+it runs (`energy-at sweep cluster=slurm` hands it a Tune sweep: orchestrator/sweep.py). On a
+time limit or a preemption submitit calls `RayJob.checkpoint()` (node 0): it stops this run's
+Ray and returns the same job to requeue; the payload must resume from its own state on disk
+(a Tune sweep restores its experiment, trials continue from their checkpoints).
 
-`<sweep.out>/slurm/job.json` records the job for `energy-at status` and `energy-at cancel`.
+`<spec.folder>/job.json` records the job for `energy-at status` and `energy-at cancel`.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from cluster.ray_cluster import SlurmRayCluster
-from workloads.run_dir import write_json
-
-if TYPE_CHECKING:
-    from orchestrator.sweep import SweepPlan
+from workloads.run_dir import read_json, write_json
 
 MAX_NUM_TIMEOUT = 10  # requeues on reaching the time limit (preemptions do not count)
 SIGNAL_DELAY_S = 90  # USR2 this long before the time limit: time to stop Ray and requeue
@@ -42,26 +38,45 @@ class SubmitError(RuntimeError):
     """The sweep cannot be submitted (e.g. a job of the same sweep directory is still active)."""
 
 
-class SweepJob(Checkpointable):
-    """The callable submitit runs on every node of the sweep's job."""
+@dataclass
+class JobSpec:
+    """What the Slurm job asks for and where it keeps its files."""
 
-    def __init__(self, plan: "SweepPlan"):
-        self.plan = plan  # plain dataclasses and a Path: pickles as is
+    name: str
+    folder: Path  # job folders <folder>/<job id>/ and job.json
+    nodes: int = 1
+    timeout_min: int = 60
+    cpus_per_node: int | None = None
+    gpus_per_node: int = 0
+    mem_gb: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    dashboard: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # environment of every Ray worker (e.g. PYTHONPATH)
+    record: dict = field(default_factory=dict)  # extra fields for job.json
+
+
+class RayJob(Checkpointable):
+    """The callable submitit runs on every node: a Ray cluster, and the payload on node 0."""
+
+    def __init__(self, payload: Callable[[], dict], spec: JobSpec):
+        self.payload, self.spec = payload, spec  # both pickle as they are
         self._cluster: SlurmRayCluster | None = None
         self._interrupted = False
 
     def __getstate__(self) -> dict:
-        return {"plan": self.plan}
+        return {"payload": self.payload, "spec": self.spec}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["plan"])
+        self.__init__(state["payload"], state["spec"])
 
     def _make_cluster(self) -> SlurmRayCluster:
         env = submitit.JobEnvironment()
-        c = self.plan.cluster
+        c = self.spec
         object_store = int(c.mem_gb * 0.3 * 2**30) if c.mem_gb else None
         gpus = int(os.environ.get("SLURM_GPUS_ON_NODE", c.gpus_per_node or 0) or 0)
-        return SlurmRayCluster(self.plan.dir / "slurm" / str(env.job_id), str(env.job_id), env.node, env.num_nodes,
+        return SlurmRayCluster(c.folder / str(env.job_id), str(env.job_id), env.node, env.num_nodes,
                                restart=int(os.environ.get("SLURM_RESTART_COUNT", 0)), num_cpus=c.cpus_per_node,
                                num_gpus=gpus, object_store_bytes=object_store, dashboard=c.dashboard)
 
@@ -71,92 +86,74 @@ class SweepJob(Checkpointable):
               f"on {os.uname().nodename} ({os.environ.get('SLURMD_NODENAME', '?')})", flush=True)
         if cluster.node != 0:
             return cluster.run_worker()
-        return self._head(cluster)
-
-    def _head(self, cluster: SlurmRayCluster) -> dict:
-        from orchestrator.sweep import _pythonpath
-
-        plan, ok = self.plan, False
+        ok = False
         try:
             cluster.start_head()
-            seen = cluster.connect(runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
-            grid = plan.run_here()
-            summary = {"nodes": seen["nodes_alive"], "restart": cluster.restart,
-                       "trials": {(Path(r.path).name if r.path else str(i)): ("error" if r.error else "ok")
-                                  for i, r in enumerate(grid)}}
+            seen = cluster.connect(runtime_env={"env_vars": self.spec.env})
+            summary = {"nodes": seen["nodes_alive"], "restart": cluster.restart} | self.payload()
             ok = True
         finally:
             if not self._interrupted:
                 cluster.finish(graceful=True)
                 if ok:
                     cluster.cleanup()
-        if plan.settings.report:
-            from analysis import commands
-
-            summary["report_rc"] = commands.report([str(plan.dir)])
         return summary
 
     def checkpoint(self, *args, **kwargs) -> DelayedSubmission:
-        """Timeout/preemption (node 0): Tune's state is on disk; stop this run's Ray and requeue."""
+        """Timeout/preemption (node 0): stop this run's Ray and requeue the same job."""
         self._interrupted = True
         if self._cluster is not None:
             print(f"[energy-at] job {self._cluster.job_id}: interrupted, stopping Ray and requeuing", flush=True)
-            # No ray.shutdown() here: this runs in a signal handler, inside Tune's loop. Stopping the
+            # No ray.shutdown() here: this runs in a signal handler, inside the payload. Stopping the
             # head ends the driver's connection; the workers see done.<restart> and stop too.
             self._cluster.finish(graceful=False)
-        return DelayedSubmission(SweepJob(self.plan))
+        return DelayedSubmission(RayJob(self.payload, self.spec))
 
 
-def executor(plan: "SweepPlan") -> submitit.AutoExecutor:
-    """An AutoExecutor (cluster="slurm": never a silent local fallback) for the plan's job."""
-    c = plan.cluster
-    ex = submitit.AutoExecutor(folder=plan.dir / "slurm" / "%j", cluster="slurm",
-                               slurm_max_num_timeout=MAX_NUM_TIMEOUT)
+def executor(spec: JobSpec) -> submitit.AutoExecutor:
+    """An AutoExecutor (cluster="slurm": never a silent local fallback) for the job."""
+    ex = submitit.AutoExecutor(folder=spec.folder / "%j", cluster="slurm", slurm_max_num_timeout=MAX_NUM_TIMEOUT)
     root = Path(__file__).resolve().parents[1]
-    params = {"name": f"energy-at-{plan.settings.name}", "nodes": c.nodes, "tasks_per_node": 1,
-              "timeout_min": c.timeout_min, "cpus_per_task": c.cpus_per_node,
-              "gpus_per_node": c.gpus_per_node or None, "mem_gb": c.mem_gb, "slurm_partition": c.partition,
-              "slurm_account": c.account, "slurm_qos": c.qos,
-              "slurm_signal_delay_s": min(SIGNAL_DELAY_S, max(10, c.timeout_min * 60 // 4)),
+    params = {"name": spec.name, "nodes": spec.nodes, "tasks_per_node": 1,
+              "timeout_min": spec.timeout_min, "cpus_per_task": spec.cpus_per_node,
+              "gpus_per_node": spec.gpus_per_node or None, "mem_gb": spec.mem_gb, "slurm_partition": spec.partition,
+              "slurm_account": spec.account, "slurm_qos": spec.qos,
+              "slurm_signal_delay_s": min(SIGNAL_DELAY_S, max(10, spec.timeout_min * 60 // 4)),
               # the job imports this checkout even where it is not installed
               "slurm_setup": [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]}
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
 
-def submit(plan: "SweepPlan") -> submitit.Job:
-    """Submit the plan as one multi-node Slurm job; records it in <sweep.out>/slurm/job.json."""
-    previous = read_job(plan.dir)
+def submit(payload: Callable[[], dict], spec: JobSpec) -> submitit.Job:
+    """Submit `payload` as one multi-node Slurm job; records it in <spec.folder>/job.json."""
+    previous = read_job(spec.folder)
     if previous and previous.get("kind") == "ray":
         state = job_state(previous["job_id"]).get("state", "")
         if is_active(state):
-            raise SubmitError(f"Slurm job {previous['job_id']} of {plan.dir} is still {state}; "
-                              f"`energy-at cancel {plan.dir}` first")
+            raise SubmitError(f"Slurm job {previous['job_id']} of {spec.folder.parent} is still {state}; "
+                              f"`energy-at cancel {spec.folder.parent}` first")
     if shutil.which("sbatch") is None:
         raise SubmitError("sbatch not found: is this a Slurm login node?")
-    job = executor(plan).submit(SweepJob(plan))
+    job = executor(spec).submit(RayJob(payload, spec))
     history = (previous or {}).get("history", []) + ([previous["job_id"]] if previous else [])
-    write_job(plan.dir, {"kind": "ray", "job_id": str(job.job_id), "folder": str(job.paths.folder),
-                         "name": plan.settings.name, "nodes": plan.cluster.nodes, "submitted": time.time(),
-                         "trials": [{"trial": t.trial_id, "epochs": t.epochs} for t in plan.trials],
-                         "history": history})
+    write_job(spec.folder, {"kind": "ray", "job_id": str(job.job_id), "folder": str(job.paths.folder),
+                            "name": spec.name, "nodes": spec.nodes, "submitted": time.time(), **spec.record,
+                            "history": history})
     return job
 
 
 # --- job bookkeeping, state, cancel (used by `energy-at status|cancel`) -----------------------------
-def job_file(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / "slurm" / "job.json"
+def job_file(folder: str | Path) -> Path:
+    return Path(folder) / "job.json"
 
 
-def write_job(sweep_dir: str | Path, record: dict) -> None:
-    write_json(job_file(sweep_dir), record)
+def write_job(folder: str | Path, record: dict) -> None:
+    write_json(job_file(folder), record)
 
 
-def read_job(sweep_dir: str | Path) -> dict | None:
-    try:
-        return json.loads(job_file(sweep_dir).read_text())
-    except (OSError, ValueError):
-        return None
+def read_job(folder: str | Path) -> dict | None:
+    return read_json(job_file(folder))
 
 
 def _run(cmd: list[str]) -> str | None:

@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+from pathlib import Path
 from typing import Callable
 
 USAGE = """usage: energy-at <command> [args]
@@ -54,13 +56,34 @@ def train(argv: list[str]) -> int:
         return 0
     from orchestrator.config import compose_trial
 
-    try:
-        cfg = compose_trial(argv)
-        from workloads.trial import Trial
+    from workloads.config import trial_id
+    from workloads.run_dir import RunDir
 
-        trial = Trial(cfg)
-    except (ConfigError, DatasetError) as e:
-        return fail("train", str(e))
+    made: list[Path] = []  # folders this command created: removed again if the config turns out bad
+    with contextlib.ExitStack() as held:
+        try:
+            cfg = compose_trial(argv)
+            run_dir = RunDir(cfg.out)
+            trial_dir = run_dir.trial(trial_id(cfg))
+            made = [p for p in (trial_dir, trial_dir.parent, run_dir.root) if not p.exists()]
+            run_dir.create()
+            held.enter_context(run_dir.lock(trial_dir))  # one writer per trial, before it resumes
+            from workloads.trial import Trial
+
+            trial = Trial(cfg)
+        except (ConfigError, DatasetError) as e:
+            held.close()
+            for p in made[:1]:
+                with contextlib.suppress(OSError):
+                    (p / ".lock").unlink(missing_ok=True)
+            for p in made:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if empty
+            return fail("train", str(e))
+        return _train(trial, cfg)
+
+
+def _train(trial, cfg) -> int:
     print(f"trial {trial.id}: {cfg.method.name} (attack {trial.attack}, eps {cfg.attack.eps:g}) on "
           f"{cfg.data.name} [{len(trial.data.train)} train / {len(trial.data.val)} val], {trial.device}"
           + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
@@ -102,18 +125,21 @@ def sweep(argv: list[str]) -> int:
     print(f"sweep {s.name}: {len(plan.trials)} trials -> {plan.dir}  (scheduler {s.scheduler}, "
           f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
     if plan.cluster.kind == "slurm":
-        from cluster.slurm import SubmitError, submit
+        from cluster.slurm import SubmitError
 
         try:
-            job = submit(plan)
+            job = plan.submit_slurm()
         except SubmitError as e:
             return fail("sweep", str(e))
         print(f"submitted Slurm job {job.job_id}; logs: {job.paths.stdout.parent}\n"
               f"follow with: energy-at status {plan.dir}")
         return 0
+    from workloads.run_dir import RunDir
+
     try:
-        plan.run_here()
-    except ConfigError as e:  # what only the machine running the sweep can check (its GPUs)
+        with RunDir(plan.dir).lock():  # one driver per sweep directory
+            plan.run_here()
+    except ConfigError as e:  # what only the machine running the sweep can check (its GPUs), a held lock
         return fail("sweep", str(e))
     return finish(plan)
 

@@ -34,9 +34,14 @@ def parse(overrides: list[str]) -> list[Override]:
     return list(by_key.values())
 
 
-def _draw(sweep: IntervalSweep, rng: random.Random) -> str:
+def _draw(sweep: IntervalSweep, rng: random.Random, key: str = "interval") -> str:
     lo, hi = float(sweep.start), float(sweep.end)
+    if lo > hi:
+        raise ConfigError(key, f"interval({sweep.start}, {sweep.end}) is empty: write the lower bound first")
     if "log" in sweep.tags:
+        if lo <= 0:
+            raise ConfigError(key, f"tag(log, interval({sweep.start}, {sweep.end})) needs bounds > 0; drop `log` "
+                              "or raise the lower bound")
         return repr(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     if isinstance(sweep.start, int) and isinstance(sweep.end, int):
         return str(rng.randint(sweep.start, sweep.end))
@@ -54,6 +59,6 @@ def expand(overrides: list[str], num_samples: int = 1, seed: int = 0) -> list[li
     trials = []
     for point in itertools.product(*axes):
         for _ in range(num_samples if randoms else 1):
-            drawn = [f"{o.get_key_element()}={_draw(o.value(), rng)}" for o in randoms]
+            drawn = [f"{o.get_key_element()}={_draw(o.value(), rng, o.get_key_element())}" for o in randoms]
             trials.append([*fixed, *point, *drawn])
     return trials

@@ -18,6 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from workloads.run_dir import RunDir
+
 DONE = ("finished", "stopped", "diverged", "failed")
 _EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b:?")  # "pkg.FooError: msg"
 
@@ -76,7 +78,7 @@ def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
     """
     from cluster.slurm import job_state, read_job
 
-    job = read_job(sweep_dir)
+    job = read_job(RunDir(sweep_dir).slurm())
     records = [r for p in sorted((sweep_dir / "slurm" / "jobs").glob("*.json")) if (r := _read_json(p))]
     if records:
         job = {"kind": "multirun", "job_ids": [r["job_id"] for r in records],

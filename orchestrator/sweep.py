@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
 from workloads.config import TrialConfig, trial_id
+from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
 TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
@@ -109,6 +110,14 @@ class SweepPlan:
         ids = [t.trial_id for t in trials]
         if len(set(ids)) != len(ids):
             raise ConfigError("sweep.trial", "two trials have the same config; give each grid point a distinct value")
+        if config.cluster.kind == "local":  # trials run here: they need this machine's devices
+            _check_local_gpus(s.resources.gpus)
+            for t in trials:
+                _check_local_device(t.device)
+        try:
+            RunDir(out).create()
+        except ConfigError as e:
+            raise ConfigError("sweep.out", str(e).split(": ", 1)[1]) from None
         return cls(config, trials)
 
     # --- running ---------------------------------------------------------------------------------
@@ -144,6 +153,18 @@ class SweepPlan:
                 verbose=1),
         )
 
+    def submit_slurm(self):
+        """Submit the sweep as one multi-node Slurm job running `SweepPayload(self)` (cluster/slurm.py)."""
+        from cluster.slurm import JobSpec, submit
+
+        c = self.cluster
+        spec = JobSpec(name=f"energy-at-{self.settings.name}", folder=RunDir(self.dir).slurm(), nodes=c.nodes,
+                       timeout_min=c.timeout_min, cpus_per_node=c.cpus_per_node, gpus_per_node=c.gpus_per_node,
+                       mem_gb=c.mem_gb, partition=c.partition, account=c.account, qos=c.qos,
+                       dashboard=c.dashboard, env={"PYTHONPATH": _pythonpath()},
+                       record={"trials": [{"trial": t.trial_id, "epochs": t.epochs} for t in self.trials]})
+        return submit(SweepPayload(self), spec)
+
     def run_here(self):
         """Run the sweep's Tuner on the Ray this process is connected to (starts embedded Ray if none)."""
         import ray
@@ -156,6 +177,25 @@ class SweepPlan:
         return self.tuner().fit()
 
 
+class SweepPayload:
+    """What the Slurm job runs on node 0 once its Ray cluster is up: the sweep's Tuner, then the report.
+
+    A requeued job runs it again: `tuner()` restores the experiment from the sweep directory."""
+
+    def __init__(self, plan: SweepPlan):
+        self.plan = plan  # plain dataclasses and a Path: pickles as is
+
+    def __call__(self) -> dict:
+        grid = self.plan.run_here()
+        summary = {"trials": {(Path(r.path).name if r.path else str(i)): ("error" if r.error else "ok")
+                              for i, r in enumerate(grid)}}
+        if self.plan.settings.report:
+            from analysis import commands
+
+            summary["report_rc"] = commands.report([str(self.plan.dir)])
+        return summary
+
+
 def _check_local_gpus(gpus: float) -> None:
     """Trials that ask for GPUs would wait forever on embedded Ray without one: say so instead."""
     import torch
@@ -163,6 +203,12 @@ def _check_local_gpus(gpus: float) -> None:
     if gpus > 0 and torch.cuda.device_count() < math.ceil(gpus):
         raise ConfigError("sweep.resources.gpus", f"each trial asks for {gpus} GPU(s) but this machine has "
                           f"{torch.cuda.device_count()}; set sweep.resources.gpus=0 or run with cluster=slurm")
+
+
+def _check_local_device(device: str) -> None:
+    from workloads.trial import resolve_device
+
+    resolve_device(device)  # ConfigError('device', ...) for a CUDA device this machine lacks
 
 
 def _pythonpath() -> str:
@@ -183,8 +229,17 @@ def _validate_settings(config: SweepConfig) -> None:
     if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):
         raise ConfigError("sweep.resources.gpus", f"got {s.resources.gpus}: use a whole number of GPUs, or a "
                           "fraction below 1 to pack several trials onto one GPU")
-    if s.num_samples < 1:
-        raise ConfigError("sweep.num_samples", f"must be a positive integer, got {s.num_samples}")
+    for name, value, low in (("sweep.num_samples", s.num_samples, 1), ("sweep.max_concurrent", s.max_concurrent, 0),
+                             ("sweep.max_failures", s.max_failures, 0), ("cluster.timeout_min", c.timeout_min, 1),
+                             ("cluster.gpus_per_node", c.gpus_per_node, 0)):
+        if value < low:
+            raise ConfigError(name, f"must be an integer >= {low}, got {value}"
+                              + (" (0: as many as the resources allow)" if name == "sweep.max_concurrent" else ""))
+    if c.cpus_per_node is not None and c.cpus_per_node < 1:
+        raise ConfigError("cluster.cpus_per_node", f"must be a positive integer, got {c.cpus_per_node}")
+    if c.mem_gb is not None and c.mem_gb < 1:
+        raise ConfigError("cluster.mem_gb", f"must be a positive integer, got {c.mem_gb}")
+
     if c.kind not in ("local", "slurm"):
         raise ConfigError("cluster.kind", f"unknown value {c.kind!r}; allowed: local, slurm")
     if c.nodes < 1:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SLURM_SCRIPT = REPO_ROOT / "cluster" / "slurm_local.sh"
+SLURM_SCRIPT = REPO_ROOT / "tests" / "support" / "slurm_local.sh"
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def _energy_at(*args: str, cwd: Path | None = None, timeout: float = JOB_TIMEOUT
 
 def _submit(out: Path, *overrides: str) -> str:
     assert main(["sweep", *SMOKE, f"sweep.out={out}", *overrides]) == 0
-    return read_job(out)["job_id"]
+    return read_job(Path(out) / "slurm")["job_id"]
 
 
 def _wait(job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> dict:

@@ -1,4 +1,4 @@
-"""End-to-end checks of the local Slurm cluster (cluster/slurm_local.sh) via submitit."""
+"""End-to-end checks of the local Slurm cluster (tests/support/slurm_local.sh) via submitit."""
 
 import os
 import sys

@@ -209,6 +209,10 @@ def validate(cfg: TrialConfig) -> None:
     for name in ("method.beta", "method.gamma", "optim.weight_decay", "optim.momentum", "method.sgld_noise"):
         section, key = name.split(".")
         positive(name, getattr(getattr(cfg, section), key), zero=True)
+    if not 0 <= cfg.optim.momentum < 1:
+        raise ConfigError("optim.momentum", f"must be in [0,1) (0.9 is usual), got {cfg.optim.momentum}")
+    if cfg.threads is not None:
+        positive("threads", cfg.threads, integer=True)
     if not 0 <= cfg.method.reinit <= 1:
         raise ConfigError("method.reinit", f"must be a probability in [0,1], got {cfg.method.reinit}")
     for name in ("data.subset", "telemetry.natural_every"):

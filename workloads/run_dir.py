@@ -13,10 +13,15 @@ leaves a partial file. Readers skip hidden names (`.x.tmp`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import sys
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 TRIAL_FILES = ("config.json", "result.json")
 
@@ -61,6 +66,43 @@ class RunDir:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+
+    def create(self) -> "RunDir":
+        """Make the directory, or raise ConfigError('out', ...) saying why it cannot be written."""
+        from workloads.config import ConfigError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test.{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError("out", f"cannot write to {str(self.root)!r} ({e.strerror}); pass a folder you can "
+                              "write, e.g. out=runs/NAME") from None
+        return self
+
+    @contextlib.contextmanager
+    def lock(self, path: str | os.PathLike | None = None) -> Iterator[None]:
+        """Hold `<path or root>/.lock` for this process (flock: released when the process dies);
+        ConfigError('out', ...) naming the holder if another live process has it."""
+        from workloads.config import ConfigError
+
+        folder = Path(path) if path is not None else self.root
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                raise ConfigError("out", f"{str(folder)!r} is in use by {holder}; wait for it to end, "
+                                  "or pass another out") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                         f"({' '.join(sys.argv[:6])[:200]})\n".encode())
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def table(self, table: str, trial: str | None = None) -> Path:
         """A telemetry table's folder, or one trial's partition of it."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
-from workloads.config import CUDA_GRAPH_MODES, OptimConfig, TrialConfig, flatten, trial_id, validate
+from workloads.config import CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluate import evaluate_pgd
 from workloads.host import frozen_heap, keep_freed_memory
@@ -39,9 +39,16 @@ EpochCallback = Callable[[dict], None]
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda if there is one, else cpu; a CUDA device this machine lacks is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError("device", f"{name!r} but this machine has {count} CUDA device(s); use device=cpu or "
+                              "device=auto")
+    return device
 
 
 @contextlib.contextmanager
@@ -96,6 +103,7 @@ class Trial:
         self.data = data or load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size,
                                          probe_size=d.probe_size, test_size=d.test_size, seed=cfg.seed,
                                          device=self.device)
+        RunDir(cfg.out).create()  # after the data checks: a bad config writes nothing
         self.augment = self.data.augment if d.augment is None else d.augment
         c, h, _ = self.data.shape
         info = DATASETS[d.name]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .catalog import dataset_info, load_raw
+from .formats import DatasetError
 
 # Independent random streams per purpose, so e.g. the val split does not move when subset changes.
 _STREAM_VAL, _STREAM_PROBE, _STREAM_TEST = 0, 1, 2
@@ -72,7 +73,7 @@ def load_dataset(
 
     n_train = len(raw.train_labels)
     if val_size >= n_train:
-        raise ValueError(
+        raise DatasetError(
             f"data.val_size must be smaller than the {n_train} training samples of {name}, "
             f"got {val_size}"
         )
@@ -80,7 +81,7 @@ def load_dataset(
     val_ids, train_ids = order[:val_size], order[val_size:]
     if subset is not None:
         if subset > len(train_ids):
-            raise ValueError(
+            raise DatasetError(
                 f"data.subset must be at most {len(train_ids)} (training samples of {name} left "
                 f"after val_size={val_size}), got {subset}"
             )
@@ -92,7 +93,7 @@ def load_dataset(
     if test_size is None:
         test_ids = np.arange(n_test)
     elif test_size > n_test:
-        raise ValueError(
+        raise DatasetError(
             f"data.test_size must be at most the {n_test} test samples of {name}, got {test_size}"
         )
     else:
@@ -124,4 +125,4 @@ def _permutation(n: int, seed: int, stream: int) -> np.ndarray:
 def _check_int(field: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(f"{field} must be {kind} integer, got {value!r}")
+        raise DatasetError(f"{field} must be {kind} integer, got {value!r}")
