@@ -257,7 +257,12 @@ class Trial:
     def run(self, on_epoch: EpochCallback | None = None, stop: StopRule | None = None,
             progress: bool = False) -> dict:
         """Train from the current epoch to `cfg.epochs`, or until `stop` returns an event; returns the
-        summary also written to result.json (a stopped trial is evaluated on test like a finished one)."""
+        summary also written to result.json (a stopped trial is evaluated on test like a finished one).
+
+        A trial resumed after a stop stays stopped when given a `stop` rule; without one (`stop_on=[]`)
+        it trains on from the stop."""
+        if stop is None:
+            self.stop_event = None
         self.run_dir.write_config(self.id, flatten(self.cfg) | {"trial_id": self.id})
         self.run_dir.write_result(self.id, self._result("running", None))
         started = time.time()
