@@ -111,7 +111,10 @@ class SweepPlan:
         if len(set(ids)) != len(ids):
             raise ConfigError("sweep.trial", "two trials have the same config; give each grid point a distinct value")
         if config.cluster.kind == "local":  # trials run here: they need this machine's devices
-            _check_local_gpus(s.resources.gpus)
+            import ray
+
+            if not ray.is_initialized():  # a Ray already up (a cluster, a test's mock GPU) brings its own
+                _check_local_gpus(s.resources.gpus)
             for t in trials:
                 _check_local_device(t.device)
         try:

@@ -306,8 +306,10 @@ class Trial:
         result = {"test_n": last["n"], "test_acc_nat": last["acc_nat"], "test_acc_pgd": last["acc_pgd"]}
         best_path = self.checkpoint_dir / "best.pt"
         if best_path.exists():
+            last_state = {k: v.clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=True)["model"])
             best = test()
+            self.model.load_state_dict(last_state)  # the trial's model stays the last one
             result |= {"best_test_acc_nat": best["acc_nat"], "best_test_acc_pgd": best["acc_pgd"]}
         return result
 
