@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from workloads.energy import delta_energy, joint_energy, marginal_energy
+from workloads.losses import abnormal_adversarial
 from workloads.run_dir import RunDir, atomic_write
 from workloads.telemetry.schema import BATCHES, SCHEMA_VERSION, arrow_schema
 
@@ -56,17 +57,15 @@ def block_stats(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def abnormal_share(logits_adv: Tensor, logits_start: Tensor, y: Tensor) -> Tensor:
-    """Per-step share of abnormal adversarial examples (Lin et al. 2024): CE(f(x*)) < CE(f(x0)).
+    """Per-step share of abnormal adversarial examples (Lin et al. 2024; DER's AAE mask, the same
+    `losses.abnormal_adversarial`): CE(f(x*)) < CE(f(x0)).
 
     logits [steps, B, C] and labels y [steps, B] with -1 marking padding; returns [steps].
-    Per sample CE = E(x,y) - E(x), so the two logits suffice.
     """
     with torch.no_grad():
         real = y >= 0
-        yc = y.clamp(min=0)
-        ce = lambda lg: joint_energy(lg, yc) - marginal_energy(lg)  # noqa: E731
-        abnormal = (ce(logits_adv) < ce(logits_start)) & real
-        return abnormal.sum(-1) / real.sum(-1)
+        abnormal = abnormal_adversarial(logits_start.flatten(0, 1), logits_adv.flatten(0, 1), y.clamp(min=0).flatten())
+        return (abnormal.view(y.shape) * real).sum(-1) / real.sum(-1)
 
 
 def _pad(t: Tensor, rows: int, fill: float = 0.0) -> Tensor:
