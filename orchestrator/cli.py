@@ -73,11 +73,9 @@ def train(argv: list[str]) -> int:
             trial = Trial(cfg)
         except (ConfigError, DatasetError) as e:
             held.close()
-            for p in made[:1]:
+            for p in made:  # deepest first: the new trial folder holds only the lock file
                 with contextlib.suppress(OSError):
                     (p / ".lock").unlink(missing_ok=True)
-            for p in made:
-                with contextlib.suppress(OSError):
                     p.rmdir()  # only if empty
             return fail("train", str(e))
         return _train(trial, cfg)

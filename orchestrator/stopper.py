@@ -15,11 +15,7 @@ import polars as pl
 
 from analysis.detectors import detect
 from analysis.read import SweepLogs
-from workloads.config import TrialConfig, trial_id
-from workloads.telemetry.schema import EVENT_KINDS
-
-DEFAULT_STOP_ON = ("co_energy", "ro", "nan")
-assert set(DEFAULT_STOP_ON) <= set(EVENT_KINDS)
+from workloads.config import DEFAULT_STOP_ON, TrialConfig, trial_id
 
 
 def first_event(out: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_STOP_ON) -> dict | None:

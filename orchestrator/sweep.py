@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
-from workloads.config import TrialConfig, trial_id
+from workloads.config import DEFAULT_STOP_ON, TrialConfig, trial_id
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
@@ -37,7 +37,7 @@ class SweepSettings:
     num_samples: int = 1  # random draws per grid point (for interval(...) axes)
     seed: int = 0  # seed of those draws
     scheduler: str = "fifo"  # fifo | asha
-    stop_on: list[str] = field(default_factory=lambda: ["co_energy", "ro", "nan"])  # [] = no energy stopper
+    stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))  # [] = no energy stopper
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 1  # retries of a crashing trial before it is marked failed
     max_concurrent: int = 0  # 0: as many as the resources allow
@@ -115,12 +115,11 @@ class SweepPlan:
 
             if not ray.is_initialized():  # a Ray already up (a cluster, a test's mock GPU) brings its own
                 _check_local_gpus(s.resources.gpus)
+            from workloads.trial import resolve_device
+
             for t in trials:
-                _check_local_device(t.device)
-        try:
-            RunDir(out).create()
-        except ConfigError as e:
-            raise ConfigError("sweep.out", str(e).split(": ", 1)[1]) from None
+                resolve_device(t.device)  # ConfigError('device', ...) for a CUDA device this machine lacks
+        RunDir(out).create("sweep.out")
         return cls(config, trials)
 
     # --- running ---------------------------------------------------------------------------------
@@ -208,12 +207,6 @@ def _check_local_gpus(gpus: float) -> None:
                           f"{torch.cuda.device_count()}; set sweep.resources.gpus=0 or run with cluster=slurm")
 
 
-def _check_local_device(device: str) -> None:
-    from workloads.trial import resolve_device
-
-    resolve_device(device)  # ConfigError('device', ...) for a CUDA device this machine lacks
-
-
 def _pythonpath() -> str:
     """Ray workers import workloads/ and analysis/ from this checkout, installed or not."""
     root = str(Path(__file__).resolve().parents[1])
@@ -242,7 +235,6 @@ def _validate_settings(config: SweepConfig) -> None:
         raise ConfigError("cluster.cpus_per_node", f"must be a positive integer, got {c.cpus_per_node}")
     if c.mem_gb is not None and c.mem_gb < 1:
         raise ConfigError("cluster.mem_gb", f"must be a positive integer, got {c.mem_gb}")
-
     if c.kind not in ("local", "slurm"):
         raise ConfigError("cluster.kind", f"unknown value {c.kind!r}; allowed: local, slurm")
     if c.nodes < 1:

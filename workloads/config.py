@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 
+DEFAULT_STOP_ON = ("co_energy", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise
+
+
 @dataclass
 class MethodConfig:
     name: str = "fgsm"
@@ -108,7 +111,7 @@ class TrialConfig:
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
     # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
-    stop_on: list[str] = field(default_factory=lambda: ["co_energy", "ro", "nan"])
+    stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
 
 
 RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on")  # keys that do not change what a trial computes

@@ -23,9 +23,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-TRIAL_FILES = ("config.json", "result.json")
-
-
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], mode: int = 0o644) -> Path:
     """Write `data` (text, bytes, or a function that writes a given path) to `path` atomically,
     with permissions `mode` from the start (0o600 keeps a secret unreadable even as a temp file)."""
@@ -67,8 +64,8 @@ class RunDir:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def create(self) -> "RunDir":
-        """Make the directory, or raise ConfigError('out', ...) saying why it cannot be written."""
+    def create(self, field: str = "out") -> "RunDir":
+        """Make the directory, or raise ConfigError(field, ...) saying why it cannot be written."""
         from workloads.config import ConfigError
 
         try:
@@ -77,8 +74,8 @@ class RunDir:
             probe.touch()
             probe.unlink()
         except OSError as e:
-            raise ConfigError("out", f"cannot write to {str(self.root)!r} ({e.strerror}); pass a folder you can "
-                              "write, e.g. out=runs/NAME") from None
+            raise ConfigError(field, f"cannot write to {str(self.root)!r} ({e.strerror}); pass a folder you can "
+                              f"write, e.g. {field}=runs/NAME") from None
         return self
 
     @contextlib.contextmanager

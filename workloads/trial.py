@@ -44,7 +44,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = torch.cuda.device_count()  # 0 on a machine (or a torch build) without CUDA
         if (device.index or 0) >= count:
             raise ConfigError("device", f"{name!r} but this machine has {count} CUDA device(s); use device=cpu or "
                               "device=auto")
@@ -286,7 +286,7 @@ class Trial:
         if self.stop_event is not None:
             e = self.stop_event
             status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"
-            self.log.write_stop(e)  # again after a resume: the same file, so once
+            self.log.write_stop(e)  # one named part: a resume after a crash here rewrites it, never adds one
         summary = self._result(status, reason) | {"seconds": time.time() - started}
         if status in ("finished", "stopped"):
             summary |= self.final_evaluation()
