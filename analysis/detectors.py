@@ -190,6 +190,7 @@ def co_energy(
     warmup_epochs: int = 2,
     min_scale: float = 0.05,
     probe_share: float = 0.2,
+    share_z: float = 2.0,
     epoch_z: float = 3.5,
 ) -> pl.DataFrame:
     """Catastrophic overfitting from the delta-energy stream (kind 'co_energy').
@@ -207,7 +208,10 @@ def co_energy(
       `epoch_z` for de and de_y and `z` for de_std; fires at the first abnormal epoch.
     probe: per-sample dE = e_nat - e_adv; a sample is abnormal if it lies more than
       max(z*1.4826*MAD, min_shift) from the median of the trial's first probe epoch;
-      fires at the first later epoch where the abnormal share >= probe_share (score).
+      fires at the first later epoch where the abnormal share s of the n samples exceeds
+      probe_share beyond sampling noise: (s - probe_share) / sqrt(probe_share (1 - probe_share) / n)
+      >= share_z (one-sided binomial test, normal approximation), so 7 of 32 samples (22%)
+      is not evidence for a 20% shift, 11 of 32 or 66 of 256 are. score = s.
     """
     parts = []
     if batches is not None:
@@ -215,7 +219,7 @@ def co_energy(
     if epochs is not None:
         parts.append(_co_epoch(epochs, epoch_z, min_shift, warmup_epochs, 2 * min_scale, z))
     if probes is not None:
-        parts.append(_co_probe(probes, z, min_shift, probe_share))
+        parts.append(_co_probe(probes, z, min_shift, probe_share, share_z))
     return _concat(parts)
 
 
@@ -334,7 +338,7 @@ def _co_epoch(epochs: Frame, z: float, min_shift: float, warmup_epochs: int, min
     return _events(first, "co_energy")
 
 
-def _co_probe(probes: Frame, z: float, min_shift: float, probe_share: float) -> pl.DataFrame:
+def _co_probe(probes: Frame, z: float, min_shift: float, probe_share: float, share_z: float) -> pl.DataFrame:
     p = (
         _lazy(probes)
         .select("trial", "epoch", (pl.col("e_nat").cast(pl.Float64) - pl.col("e_adv")).alias("d"))
@@ -358,32 +362,63 @@ def _co_probe(probes: Frame, z: float, min_shift: float, probe_share: float) -> 
             tol=pl.col("tol").first(),
         )
     )
-    first = _first(share, pl.col("score") >= probe_share, "epoch").with_columns(
+    noise = (probe_share * (1 - probe_share) / pl.col("n")).sqrt()
+    first = _first(share, (pl.col("score") - probe_share) >= share_z * noise, "epoch").with_columns(
         step=pl.lit(None, pl.Int64),
         evidence=pl.concat_str(
             pl.lit("probe: "), _f(100 * pl.col("score"), 1), pl.lit("% of "), pl.col("n").cast(pl.String),
             pl.lit(" samples have |dE - "), _f(pl.col("med")), pl.lit("| >= "), _f(pl.col("tol")),
             pl.lit(" (epoch "), pl.col("ref_epoch").cast(pl.String),
-            pl.lit(f" distribution); threshold {probe_share:g}"),
+            pl.lit(f" distribution); fires beyond {probe_share:g} + {share_z:g} binomial sd"),
         ),
     )
     return _events(first, "co_energy")
 
 
-# ----------------------------------------------------------------- CO, classic rule
+# ----------------------------------------------------------------- CO from the probe's PGD accuracy
 
 
-def co_pgd_probe(epochs: Frame, *, drop: float = 0.2) -> pl.DataFrame:
-    """Classic CO rule (kind 'co_pgd_probe'): probe-split PGD accuracy drops by more
-    than `drop` from the previous logged epoch. score = the drop."""
-    e = _ordered_epochs(epochs, "probe", ["trial", "epoch", "acc_pgd"]).with_columns(
-        prev=pl.col("acc_pgd").shift(1).over("trial")
-    ).with_columns(score=pl.col("prev") - pl.col("acc_pgd"))
-    first = _first(e, pl.col("score") > drop, "epoch").with_columns(
+def co_pgd_probe(
+    epochs: Frame,
+    *,
+    ratio: float = 0.5,
+    min_drop: float = 0.1,
+    z: float = 3.0,
+) -> pl.DataFrame:
+    """Catastrophic overfitting from the probe's PGD accuracy (kind 'co_pgd_probe').
+
+    With a the probe-split acc_pgd of epoch e over n samples and (a_b, n_b) those of the
+    trial's best earlier epoch, fires at the first epoch where
+      a <= ratio * a_b  and  a_b - a >= min_drop           (the fall is large: a collapse), and
+      (a_b - a) / sqrt(p (1 - p) (1/n_b + 1/n)) >= z       (it is not sampling noise),
+    p the pooled accuracy: a one-sided two-proportion z-test (z = 3: p ~ 0.001), so a
+    32-sample probe needs a fall from about 0.5 to 0.1 where 256 samples show 0.4 -> 0.2.
+    Comparing with the best earlier epoch, not the previous one, catches a decline over
+    several epochs. score = a_b - a.
+    """
+    e = (
+        _ordered_epochs(epochs, "probe", ["trial", "epoch", "acc_pgd", "n"])
+        .with_columns(a=_finite("acc_pgd"), n=pl.col("n").cast(pl.Float64))
+        .with_columns(best=pl.col("a").cum_max().shift(1).over("trial"))
+        .with_columns(  # n of the best earlier epoch: the latest earlier epoch at that accuracy
+            n_best=pl.when(pl.col("a") == pl.col("a").cum_max().over("trial")).then(pl.col("n"))
+            .forward_fill().shift(1).over("trial"),
+        )
+        .with_columns(pooled=(pl.col("best") * pl.col("n_best") + pl.col("a") * pl.col("n"))
+                      / (pl.col("n_best") + pl.col("n")))
+        .with_columns(
+            score=pl.col("best") - pl.col("a"),
+            z=(pl.col("best") - pl.col("a"))
+            / (pl.col("pooled") * (1 - pl.col("pooled")) * (1 / pl.col("n_best") + 1 / pl.col("n"))).sqrt(),
+        )
+    )
+    hit = (pl.col("a") <= ratio * pl.col("best")) & (pl.col("score") >= min_drop) & (pl.col("z") >= z)
+    first = _first(e, hit, "epoch").with_columns(
         step=pl.lit(None, pl.Int64),
         evidence=pl.concat_str(
-            pl.lit("epoch: probe acc_pgd "), _f(pl.col("prev")), pl.lit(" -> "),
-            _f(pl.col("acc_pgd")), pl.lit(f" (drop > {drop:g})"),
+            pl.lit("epoch: probe acc_pgd "), _f(pl.col("a")), pl.lit(" vs best earlier "), _f(pl.col("best")),
+            pl.lit(" (n "), pl.col("n").cast(pl.Int64).cast(pl.String), pl.lit(", z="), _f(pl.col("z"), 1),
+            pl.lit(f"); fires at <= {ratio:g}x best, a drop >= {min_drop:g} and z >= {z:g}"),
         ),
     )
     return _events(first, "co_pgd_probe")

@@ -1,6 +1,7 @@
 """The detection scoreboard on the committed corpus (benchmarks/detection/corpus/): labels, baselines, scores."""
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "detection"))
 
+import choose  # noqa: E402
 import scoreboard  # noqa: E402
+
+from analysis.detectors import co_pgd_probe  # noqa: E402
+from workloads.config import DEFAULT_STOP_ON  # noqa: E402
 
 
 @pytest.mark.parametrize("acc, expected", [
@@ -51,4 +56,34 @@ def test_scoreboard_runs_on_the_committed_corpus() -> None:
         assert int(row["false_stops"].split("/")[1]) == n_healthy
         assert 0 <= row["saved_steps"] < 1
     rules = set(board["rule"])
-    assert {"default stop_on (co_energy, ro, nan)", "baseline: Wong PGD-probe (128, drop 0.2)"} <= rules
+    assert {f"default stop_on ({', '.join(DEFAULT_STOP_ON)})", "baseline: Wong PGD-probe (128, drop 0.2)"} <= rules
+    oracle = board.row(by_predicate=pl.col("rule").str.starts_with("oracle"), named=True)
+    assert oracle["recall_collapse"] == 1 and oracle["false_stops"].startswith("0/")
+
+
+def test_oracle_stops_each_bad_trial_at_its_onset() -> None:
+    lab = scoreboard.labels(scoreboard.load())
+    stops = scoreboard.oracle(lab)
+    bad = lab.filter(pl.col("label") != "healthy")
+    assert sorted(stops["trial"]) == sorted(bad["trial"])
+    assert stops.join(bad, on="trial").filter(pl.col("epoch") != pl.col("onset")).is_empty()
+
+
+def test_defaults_are_the_dev_split_choice() -> None:
+    board = choose.grid()
+    assert board.height == 4 * 3 * 3 and set(board["false_stops"].str.split("/").list.last()) == {
+        str((scoreboard.labels(scoreboard.load()).filter(pl.col("split") == "dev")["label"] == "healthy").sum())}
+    best = choose.choose(board)
+    defaults = {k: v.default for k, v in inspect.signature(co_pgd_probe).parameters.items() if k in choose.GRID}
+    assert {k: best[k] for k in choose.GRID} == defaults
+    assert best["false_stops"].startswith("0/")
+
+
+def test_choice_prefers_no_false_stops_then_recall_then_the_strictest_tie() -> None:
+    rows = [
+        {"ratio": 0.7, "min_drop": 0.05, "z": 2.0, "false_stops": "1/8", "collapses": "5/5", "median_delay_epochs": 0.0},
+        {"ratio": 0.6, "min_drop": 0.1, "z": 3.0, "false_stops": "0/8", "collapses": "5/5", "median_delay_epochs": 0.0},
+        {"ratio": 0.5, "min_drop": 0.1, "z": 3.0, "false_stops": "0/8", "collapses": "5/5", "median_delay_epochs": 0.0},
+        {"ratio": 0.5, "min_drop": 0.1, "z": 4.0, "false_stops": "0/8", "collapses": "4/5", "median_delay_epochs": 0.0},
+    ]
+    assert {k: choose.choose(pl.DataFrame(rows))[k] for k in choose.GRID} == {"ratio": 0.5, "min_drop": 0.1, "z": 3.0}

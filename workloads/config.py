@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 
-DEFAULT_STOP_ON = ("co_energy", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise
+DEFAULT_STOP_ON = ("co_pgd_probe", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise; chosen on the detection corpus's dev split (docs/detection.md)
 
 
 @dataclass

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from analysis.detectors import detect  # noqa: E402
+from workloads.config import DEFAULT_STOP_ON  # noqa: E402
 
 CORPUS = HERE / "corpus"
 SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5)}
@@ -89,7 +90,7 @@ def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
         "co_energy probe": (pl.col("kind") == "co_energy") & (pl.col("source") == "probe"),
         "co_pgd_probe": pl.col("kind") == "co_pgd_probe",
         "ro": pl.col("kind") == "ro",
-        "default stop_on (co_energy, ro, nan)": pl.col("kind").is_in(["co_energy", "ro", "nan"]),
+        f"default stop_on ({', '.join(DEFAULT_STOP_ON)})": pl.col("kind").is_in(DEFAULT_STOP_ON),
     }.items():
         rules[name] = _first(events.filter(sel))
     return rules
@@ -129,8 +130,15 @@ def adaptive(batches: pl.DataFrame, signal: str, warmup: int = 20) -> pl.DataFra
     return _first(hit)
 
 
-def all_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    rules = energy_rules(c)
+def oracle(lab: pl.DataFrame) -> pl.DataFrame:
+    """Stop every bad trial at the end of its labelled onset epoch: the most a stopper can save
+    without stopping a healthy trial or a bad one before it went bad (never robust: epoch 0)."""
+    return (lab.filter(pl.col("onset").is_not_null())
+            .select("trial", epoch=pl.col("onset").cast(pl.Int32), step=pl.lit(None, pl.Int64)))
+
+
+def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    rules = {"oracle: stop at the labelled onset": oracle(lab), **energy_rules(c)}
     rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
     rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
     rules["baseline: ELLE-A rule on aae_frac (AAER)"] = adaptive(c["batches"], "aae_frac")
@@ -193,7 +201,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
         lab = lab.filter(pl.col("split") == split)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
-    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c).items()]
+    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c, lab).items()]
     return lab, pl.DataFrame(rows)
 
 
