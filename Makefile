@@ -17,12 +17,13 @@ system: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz /usr/bin/ch
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT) >/dev/null \
 	  || (apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT) >/dev/null)
 
-# torch is pinned in pyproject.toml: the CPU wheel here, the user's CUDA build on a GPU cluster.
+# pyproject.toml states ranges (energy-at installs like a library); constraints.txt pins the
+# versions tested here. torch==2.13.0 there is the CPU wheel on this machine; on a GPU cluster
+# install the CUDA build of that version into .venv first and it is kept.
 python: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(shell command -v $(PY) || echo python3) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0 torchvision==0.28.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 sweep: setup
@@ -41,5 +42,7 @@ bench: setup
 	$(BIN)/python benchmarks/telemetry_overhead.py
 	$(BIN)/python benchmarks/telemetry_overhead.py precision=bf16 channels_last=true
 
+# The set-up and build/test caches; never runs/ (or Hydra's outputs/, multirun/): the results.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -path ./runs -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
