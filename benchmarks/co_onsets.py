@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 COLLAPSE_RATIO = 0.5
 
-# common settings: METHODS.md section 5's (SGD 0.05 momentum 0.9, batch 128, constant lr, small
+# common settings: docs/methods.md#measured-fashion-mnist's (SGD 0.05 momentum 0.9, batch 128, constant lr, small
 # CNN) on 10k training images for 8 epochs, PGD-5 on 256 probe and 256 val images after each epoch;
 # natural energies at every step, as when docs/detection.md was made (the default is sparser for
 # random-start attacks: telemetry.natural_every)

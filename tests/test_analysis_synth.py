@@ -1,9 +1,11 @@
 """Synthetic trial logs written as real Parquet (shared by the test_analysis_* modules).
 
-`synth_trial` makes one trial's batches/epochs/probes tables with the shapes seen
-in METHODS.md section 5 (healthy FGSM: batch dE around -0.6; CO: dE jumps to about
--4.5 and stays, de_std widens, PGD probe accuracy collapses; RO: val PGD accuracy
-falls from a peak while train PGD accuracy rises and dE drifts negative).
+`synth_trial` makes one trial's batches/epochs/probes tables with the shapes of
+docs/methods.md#signatures (healthy FGSM: batch dE around -0.6, the measured eps 0.15
+run's -0.6 to -1.0; CO: dE jumps to about -4.5, inside the measured -3 to -6, and
+stays, de_std widens, PGD probe accuracy collapses; RO: val PGD accuracy falls from a
+peak while train PGD accuracy rises and dE drifts negative from -0.15, the CIFAR-10 SAT
+level).
 `write_sweep` lays tables out as a sweep directory, several parts per trial.
 """
 from __future__ import annotations

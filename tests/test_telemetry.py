@@ -10,7 +10,7 @@ from workloads.telemetry.writer import ADV_COLUMNS, NAT_COLUMNS
 
 
 def per_batch(adv: torch.Tensor, nat: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """ADV_COLUMNS + NAT_COLUMNS of one batch, straight from the definitions (METHODS.md section 1)."""
+    """ADV_COLUMNS + NAT_COLUMNS of one batch, straight from the definitions (docs/methods.md#telemetry)."""
     de, de_y = marginal_energy(nat) - marginal_energy(adv), joint_energy(nat, y) - joint_energy(adv, y)
     return [(adv.argmax(1) == y).float().mean(), marginal_energy(adv).mean(), joint_energy(adv, y).mean(),
             (nat.argmax(1) == y).float().mean(), marginal_energy(nat).mean(), joint_energy(nat, y).mean(),

@@ -1,4 +1,4 @@
-"""Energies of a classifier read as an energy-based model (METHODS.md section 1).
+"""Energies of a classifier read as an energy-based model (docs/methods.md#energies).
 
 All energies are computed in fp32, also when the logits come out of a bf16/fp16
 autocast region: logsumexp of half-precision logits loses the small deltas
@@ -21,5 +21,5 @@ def joint_energy(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def delta_energy(e_nat: Tensor, e_adv: Tensor) -> Tensor:
-    """dE = E(x) - E(x*) (the WEAT/DER sign convention); works for marginal and joint energies."""
+    """dE = E(x) - E(x*) (the WEAT/DER sign convention, docs/methods.md#delta-energy); marginal or joint energies."""
     return e_nat - e_adv

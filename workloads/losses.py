@@ -1,4 +1,4 @@
-"""Adversarial-training losses as pure functions of logits (METHODS.md section 3).
+"""Adversarial-training losses as pure functions of logits (docs/methods.md#methods).
 
 Each function reads like its equation; `logits_nat = f(x)`, `logits_adv = f(x*)`.
 All return the batch mean, except `der_regularizer` (per sample).
@@ -19,12 +19,12 @@ def kl_per_sample(logits_nat: Tensor, logits_adv: Tensor) -> Tensor:
 
 
 def trades_loss(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """TRADES (Zhang et al. 2019; METHODS.md §3): CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x*_i))."""
+    """TRADES (Zhang et al. 2019; docs/methods.md#trades): CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x*_i))."""
     return F.cross_entropy(logits_nat.float(), y) + beta * kl_per_sample(logits_nat, logits_adv).mean()
 
 
 def mart_loss(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
-    """MART (Wang et al. 2020; METHODS.md §3): BCE(p(x*), y) + beta * mean_i KL_i * (1 - p_y(x_i)).
+    """MART (Wang et al. 2020; docs/methods.md#mart): BCE(p(x*), y) + beta * mean_i KL_i * (1 - p_y(x_i)).
 
     BCE(p(x*), y) = CE(x*) + NLL(log(1 - p(x*)), y_hat), y_hat the most probable wrong class;
     the 1.0001 / 1e-12 constants are those of the MART reference code.
@@ -44,7 +44,9 @@ def weat_weight(logits_nat: Tensor) -> Tensor:
 
 
 def weat_loss(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, beta: float, variant: str) -> Tensor:
-    """WEAT (Mirza et al. 2024, ECCV code; METHODS.md §3): mean_i w_i CE(x'_i) + beta * mean_i w_i KL(p(x_i) || p(x*_i)).
+    """WEAT (Mirza et al. 2024, ECCV code; docs/methods.md#weat).
+
+    mean_i w_i CE(x'_i) + beta * mean_i w_i KL(p(x_i) || p(x*_i)), w_i = `weat_weight`.
 
     x' = x for variant "nat" (WEAT-NAT), x' = x* for variant "adv" (WEAT-ADV).
     """
@@ -56,7 +58,7 @@ def weat_loss(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, beta: float, va
 
 
 def der_regularizer(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, gamma: float) -> Tensor:
-    """DER hinge per sample: max(||[dE(x_i), dE(x_i, y_i)]||_2 - gamma, 0)."""
+    """DER hinge per sample (docs/methods.md#der): max(||[dE(x_i), dE(x_i, y_i)]||_2 - gamma, 0)."""
     de = delta_energy(marginal_energy(logits_nat), marginal_energy(logits_adv))
     de_y = delta_energy(joint_energy(logits_nat, y), joint_energy(logits_adv, y))
     return F.relu(torch.linalg.vector_norm(torch.stack([de, de_y], dim=1), dim=1) - gamma)
@@ -68,13 +70,15 @@ def der_loss(logits_adv: Tensor, y: Tensor, reg: Tensor, mask: Tensor, beta: flo
 
 
 def abnormal_adversarial(logits_start: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
-    """AAE mask (Lin et al., AAER): the inner step *decreased* the loss, CE(x*) < CE(x + noise)."""
+    """AAE mask (Lin et al., AAER; docs/methods.md#aae): the inner step *decreased* the loss, CE(x*) < CE(x0)."""
     ce = lambda logits: F.cross_entropy(logits.float(), y, reduction="none")  # noqa: E731
     return (ce(logits_adv) < ce(logits_start)).float()
 
 
 def jeat_loss(logits_adv: Tensor, logits_sgld: Tensor, y: Tensor) -> Tensor:
-    """JEAT (Zhu et al., eq. 19 / Algorithm 1): -log p(x*, y) = [E(x*,y) - E(x*)] + [E(x*) - E(x_sgld)].
+    """JEAT (Zhu et al., eq. 19 / Algorithm 1; docs/methods.md#jeat).
+
+    -log p(x*, y) = [E(x*,y) - E(x*)] + [E(x*) - E(x_sgld)].
 
     The second bracket is the maximum-likelihood gradient of log p(x) (eq. 20) with
     x_sgld drawn from the model by SGLD.

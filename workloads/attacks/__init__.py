@@ -1,7 +1,7 @@
-"""Inner attacks (METHODS.md section 2), all L-inf, all in [0,1] pixel space.
+"""Inner attacks (docs/methods.md#attacks), all L-inf, all in [0,1] pixel space.
 
 Every attack takes `(model, x, y, eps, alpha, ...)` and returns an `AttackResult`.
-Results stay in the eps-ball around x (except N-FGSM, by design) and in [0,1].
+Results stay in the eps-ball around x (except N-FGSM, by design, and FGSM with alpha > eps) and in [0,1].
 """
 from workloads.attacks.gradient import (
     AttackResult,

@@ -1,5 +1,7 @@
 """Sign-gradient attacks: FGSM, RS-FGSM, N-FGSM, PGD, the TRADES KL maximiser and the JEAT energy attack.
 
+Formulas and defaults, one section each: docs/methods.md#attacks.
+
 Gradients are taken with `torch.autograd.grad` w.r.t. the perturbation only, so
 the model's parameter gradients are never touched by an attack.
 """

@@ -1,6 +1,6 @@
 """Per-sample energies before and after attacks: summary and the distribution figure.
 
-The figure reproduces the papers' observation (METHODS.md section 5, last line):
+The figure reproduces the papers' observation (docs/methods.md#attack-energies):
 on a standard model untargeted attacks (PGD, APGD) push the marginal energy E(x)
 down and the joint energy E(x,y) up, while a targeted attack raises E(x).
 """

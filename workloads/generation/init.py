@@ -1,4 +1,4 @@
-"""Starting points of SGLD: uniform noise, the class mean, or a per-class PCA draw (METHODS.md section 6).
+"""Starting points of SGLD: uniform noise, the class mean, or a per-class PCA draw (docs/methods.md#sgld-init).
 
 PCA (as in the WEAT code, without its bug): for each class, PCA of that class's
 training images; keep the leading components whose explained variance first

@@ -1,5 +1,7 @@
 """Class-conditional SGLD with a classifier read as an energy-based model (JEAT eq. 16/17).
 
+Formula, defaults and the starting points: docs/methods.md#sgld-generation.
+
     energy "joint" (JEAT eq. 17):  U(x) = E(x,y)        = -f(x)[y]
     energy "ce"    (JEAT eq. 16):  U(x) = E(x,y) - E(x) = CE(f(x), y)   (Santurkar et al.)
 

@@ -1,4 +1,4 @@
-"""Every AT method of the three papers and their baselines, one short function each (METHODS.md section 3)."""
+"""Every AT method of the three papers and their baselines, one short function each (docs/methods.md#methods)."""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from workloads.methods.registry import Logits, Terms, register
 
 
 def _ce_adv(lg: Logits, p: MethodConfig) -> Terms:
-    """CE(f(x*), y): FGSM-AT, RS-FGSM, N-FGSM, PGD-AT (Madry eq. 2.1), PreJEAT."""
+    """CE(f(x*), y): FGSM-AT, RS-FGSM, N-FGSM, PGD-AT (Madry eq. 2.1), PreJEAT (docs/methods.md#adversarial-ce)."""
     return Terms(F.cross_entropy(lg.adv.float(), lg.y))
 
 
@@ -21,26 +21,26 @@ for _name, _attack in [("fgsm", "fgsm"), ("rs_fgsm", "rs_fgsm"), ("n_fgsm", "n_f
 
 @register("erm", None, adversarial=False)
 def erm(lg: Logits, p: MethodConfig) -> Terms:
-    """ERM: CE(f(x), y); `adv` is f(x) itself (no attack)."""
+    """ERM: CE(f(x), y); `adv` is f(x) itself (no attack; docs/methods.md#erm)."""
     return Terms(F.cross_entropy(lg.adv.float(), lg.y))
 
 
 @register("trades", "trades_kl", uses_nat=True)
 def trades(lg: Logits, p: MethodConfig) -> Terms:
-    """TRADES: CE(x) + beta * KL(p(x) || p(x*))."""
+    """TRADES: CE(x) + beta * KL(p(x) || p(x*)) (docs/methods.md#trades)."""
     return Terms(losses.trades_loss(lg.nat, lg.adv, lg.y, p.beta),
                  reg=losses.kl_per_sample(lg.nat, lg.adv).mean().detach())
 
 
 @register("mart", "pgd", uses_nat=True)
 def mart(lg: Logits, p: MethodConfig) -> Terms:
-    """MART: BCE(x*) + beta * KL * (1 - p_y(x))."""
+    """MART: BCE(x*) + beta * KL * (1 - p_y(x)) (docs/methods.md#mart)."""
     return Terms(losses.mart_loss(lg.nat, lg.adv, lg.y, p.beta))
 
 
 def _weat(variant: str):
     def weat(lg: Logits, p: MethodConfig) -> Terms:
-        """WEAT-NAT / WEAT-ADV: energy-weighted TRADES, w = 1 / softplus(|E(x)|)."""
+        """WEAT-NAT / WEAT-ADV: energy-weighted TRADES, w = 1 / softplus(|E(x)|) (docs/methods.md#weat)."""
         return Terms(losses.weat_loss(lg.nat, lg.adv, lg.y, p.beta, variant),
                      reg=losses.kl_per_sample(lg.nat, lg.adv).mean().detach(),
                      weat_w=losses.weat_weight(lg.nat).mean())
@@ -54,7 +54,7 @@ register("weat_adv", "trades_kl", uses_nat=True)(_weat("adv"))
 
 @register("der", None, uses_nat=True)
 def der(lg: Logits, p: MethodConfig) -> Terms:
-    """DER: CE(x*) + beta * mean_i m_i * max(||[dE(x_i), dE(x_i,y_i)]|| - gamma, 0).
+    """DER: CE(x*) + beta * mean_i m_i * max(||[dE(x_i), dE(x_i,y_i)]|| - gamma, 0) (docs/methods.md#der).
 
     m_i = 1[AAE_i] on single-step AT (`method.base` fgsm/rs_fgsm/n_fgsm), m_i = 1 on PGD-AT.
     """
@@ -68,7 +68,7 @@ def der(lg: Logits, p: MethodConfig) -> Terms:
 
 @register("jeat", "energy", uses_sgld=True)
 def jeat(lg: Logits, p: MethodConfig) -> Terms:
-    """JEAT: [E(x*,y) - E(x*)] + [E(x*) - E(x_sgld)] (eq. 19, Algorithm 1)."""
+    """JEAT: [E(x*,y) - E(x*)] + [E(x*) - E(x_sgld)] (eq. 19, Algorithm 1; docs/methods.md#jeat)."""
     from workloads.energy import marginal_energy
 
     return Terms(losses.jeat_loss(lg.adv, lg.sgld, lg.y),

@@ -1,4 +1,8 @@
-"""SGLD sampling from the classifier's p(x) with a replay buffer (JEAT Algorithm 1, JEM defaults)."""
+"""SGLD sampling from the classifier's p(x) with a replay buffer (JEAT Algorithm 1, JEM defaults).
+
+The step is JEM's, x - step_size * grad E(x) + noise * N(0,I), not Algorithm 1's
+x - (alpha/2) grad E(x) + sqrt(alpha) N(0,I): docs/methods.md#sgld-jeat.
+"""
 from __future__ import annotations
 
 import torch
