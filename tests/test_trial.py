@@ -181,3 +181,18 @@ def test_f_x_logged_on_every_step_where_it_is_free(tmp_path, method):
     trial.step = 1  # not a multiple of natural_every (50)
     trial.telemetry(0, 0.01, trial.optimise(x, y, 0.01))
     assert trial.log.host["natural"] == [method != "rs_fgsm"]  # FGSM starts at x, TRADES computes f(x)
+
+
+def test_extra_natural_forward_sees_the_weights_of_the_adversarial_one(tmp_path):
+    """dE compares f(x) and f(x*) of one model: the extra f(x) is made before the update."""
+    trial = make_trial(tmp_path, "data.subset=8000", "batch_size=8", "method=pgd", "attack.steps=2",
+                       "telemetry.natural_every=1")
+    x, y = trial.data.train.images[:8].float() / 255, trial.data.train.labels[:8]
+    trial.model.train()
+    with torch.no_grad():
+        before = trial.model(x)
+    s = trial.optimise(x, y, 0.5)
+    with torch.no_grad():
+        after = trial.model(x)
+    assert not torch.allclose(before, after)  # the step changed the model
+    torch.testing.assert_close(s.natural, before)

@@ -84,6 +84,7 @@ class Step:
     logits: Logits
     terms: Terms
     attack: AttackResult | None
+    natural: torch.Tensor | None = None  # f(x) for the log when the method has none (made before the update)
 
 
 class Trial:
@@ -177,23 +178,28 @@ class Trial:
             logits = Logits(y=y, adv=logits_adv, nat=logits_nat, start=result.logits_start if result else None,
                             sgld=model(x_sgld) if x_sgld is not None else None)
             terms = m.loss(logits, self.cfg.method)  # losses cast logits to fp32 themselves
+            natural = None
+            if (logits_nat is None and not (result is not None and result.start_is_natural)
+                    and self.step % self.natural_every == 0):
+                # the log's f(x), from the same weights as f(x*): before the update
+                with torch.no_grad(), frozen_norm_stats(model):
+                    natural = model(x)
         self.opt.zero_grad(set_to_none=True)
         terms.loss.backward()
         self.opt.step()
-        return Step(x, y, logits, terms, result)
+        return Step(x, y, logits, terms, result, natural)
 
     def telemetry(self, epoch: int, lr: float, s: Step) -> None:
         """Log the step's `batches` row (no host sync).
 
         The natural side needs f(x): free when the method computes it or its attack starts at x,
-        otherwise an extra no-grad forward, made every `natural_every` steps.
+        otherwise the extra no-grad forward `optimise` made every `natural_every` steps.
         """
         logits_nat = s.logits.nat
         if logits_nat is None and s.attack is not None and s.attack.start_is_natural:
             logits_nat = s.attack.logits_start
-        if logits_nat is None and self.step % self.natural_every == 0:
-            with torch.no_grad(), frozen_norm_stats(self.model), self.autocast():
-                logits_nat = self.model(s.x)
+        if logits_nat is None:
+            logits_nat = s.natural
         terms = {c: v for c in TERM_COLUMNS if (v := getattr(s.terms, c)) is not None}
         logits_adv, logits_start = s.logits.adv, s.attack.logits_start if s.attack is not None else None
         if self.cfg.compile in CUDA_GRAPH_MODES:  # the log holds them for a block: a replay would overwrite them
