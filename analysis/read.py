@@ -1,10 +1,12 @@
 """Lazy, fault-tolerant reading of one or many sweep directories.
 
-Layout (hive-partitioned, written by trials):
+Layout (written by trials; paths owned by workloads/run_dir.py):
 
-    <sweep>/<table>/trial=<id>/part-<seq>.parquet      table in TABLES
+    <sweep>/<table>/<id>/part-<seq>.parquet            table in TABLES; every file holds `trial`
     <sweep>/trials/trial=<id>/config.json              flattened trial config
     <sweep>/trials/trial=<id>/result.json              {"status", "reason", "epochs_done", ...}
+
+Sweeps written before kept tables under hive folders, `<table>/trial=<id>/`: both read the same.
 
 Hidden files (names starting with '.' or '_', e.g. a writer's `.part-x.parquet.tmp`)
 are ignored. Every file's footer is validated with `pyarrow.parquet.read_metadata`
@@ -25,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workloads.run_dir import LEGACY_PREFIX
 from workloads.telemetry.schema import TABLES, arrow_schema
 
 RESULT_KEYS = ("status", "reason", "epochs_done")
@@ -86,8 +89,9 @@ class SweepLogs:
             dirs = [dirs]
         self.dirs = [Path(d) for d in dirs]
         self.warn = warn
-        # only these trials' partitions are listed (the stopper reads one trial of a large sweep)
-        self.partitions = [f"trial={t}" for t in trials] if trials is not None else ["trial=*"]
+        # only these trials' folders are listed (the stopper reads one trial of a large sweep)
+        self.partitions = ([p for t in trials for p in (t, f"{LEGACY_PREFIX}{t}")] if trials is not None
+                           else ["*"])
         self.skipped: list[tuple[Path, str]] = []
         self._files: dict[str, list[Path]] = {}
         missing = [str(d) for d in self.dirs if not d.is_dir()]
@@ -102,7 +106,7 @@ class SweepLogs:
             found = sorted(
                 (p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
                  if not _hidden(p, d)),
-                key=lambda p: (p.parent.name, p.name),  # trial id, then part sequence
+                key=lambda p: (_trial_of(p), p.name),  # trial id, then part sequence
             )
             with ThreadPoolExecutor(max_workers=8) as pool:
                 reasons = list(pool.map(lambda p: check_file(p, table), found))
@@ -119,7 +123,7 @@ class SweepLogs:
 
     def trial_ids(self, table: str) -> list[str]:
         """Sorted trial ids that have valid files of `table` (from the partition dirs)."""
-        return sorted({p.parent.name.split("=", 1)[1] for p in self.files(table)})
+        return sorted({_trial_of(p) for p in self.files(table)})
 
     def tables(self) -> list[str]:
         """The telemetry tables that have at least one valid file."""
@@ -140,8 +144,7 @@ class SweepLogs:
         return pl.scan_parquet(
             [str(p) for p in files],
             schema=schema,
-            hive_partitioning=True,
-            hive_schema={"trial": pl.String},
+            hive_partitioning=False,  # `trial` is in every file, whichever folder layout
             missing_columns="insert",
             extra_columns="ignore",
             cast_options=_CAST,
@@ -162,6 +165,11 @@ class SweepLogs:
                 row |= {k: v for k, v in config.items() if k not in row}
                 rows.append(row)
         return _frame(rows)
+
+
+def _trial_of(part: Path) -> str:
+    """The trial id of a table file, from its folder (`<id>/` or a legacy `trial=<id>/`)."""
+    return part.parent.name.removeprefix(LEGACY_PREFIX)
 
 
 def _read_json(path: Path, sweep: SweepLogs) -> dict:

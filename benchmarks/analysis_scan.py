@@ -139,7 +139,7 @@ def generate(root: Path, trials: int, epochs: int, steps: int, parts: int) -> No
         table, etable, _ = _trial(i, epochs, steps, rng)
         tid = f"t{i:03d}"
         for name, tab, k in (("batches", table, parts), ("epochs", etable, 1)):
-            d = root / name / f"trial={tid}"
+            d = root / name / tid
             d.mkdir(parents=True, exist_ok=True)
             bounds = np.linspace(0, tab.num_rows, k + 1).astype(int)
             for seq, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):

@@ -99,7 +99,7 @@ def format_summary(s: dict, trial) -> str:
         lines.append(f"test       clean {s['test_acc_nat']:.3f}   PGD-{trial.cfg.eval.pgd_steps} "
                      f"{s['test_acc_pgd']:.3f}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
     lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} at epoch {s['best_epoch']}")
-    lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/trial={trial.id}/")
+    lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/{trial.id}/")
     lines.append(f"checkpoint {trial.checkpoint_dir}/last.pt")
     return "\n".join(lines)
 

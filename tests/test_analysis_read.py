@@ -1,4 +1,4 @@
-"""Reading sweeps: hive layout, schema evolution, corrupt and hidden files, other readers."""
+"""Reading sweeps: both folder layouts, schema evolution, corrupt and hidden files, other readers."""
 from __future__ import annotations
 
 import json
@@ -79,9 +79,9 @@ def test_wider_float_and_narrow_int_columns_are_cast(sweep_dir: Path) -> None:
 def test_corrupt_truncated_and_mistyped_files_are_skipped_and_reported(
     sweep_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    part = sweep_dir / "batches" / "trial=b" / "part-000001.parquet"
+    part = sweep_dir / "batches" / "b" / "part-000001.parquet"
     part.write_bytes(part.read_bytes()[:200])  # truncated mid-file: no footer
-    garbage = sweep_dir / "epochs" / "trial=b" / "part-000009.parquet"
+    garbage = sweep_dir / "epochs" / "b" / "part-000009.parquet"
     garbage.write_bytes(b"PAR1 not really parquet")
     bad_type = synth_trial("c", epochs=1, steps=4)["batches"]
     bad_type = bad_type.set_column(2, "method", pa.array([1.5] * 4))  # method as double
@@ -103,21 +103,21 @@ def test_corrupt_truncated_and_mistyped_files_are_skipped_and_reported(
 
 
 def test_reading_one_trial_lists_only_its_partition(sweep_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    other = sweep_dir / "batches" / "trial=0001" / "part-000000.parquet"
+    other = sweep_dir / "batches" / "0001" / "part-000000.parquet"
     other.write_bytes(b"PAR1 corrupt")  # another trial's file is neither opened nor reported
     sweep = SweepLogs(sweep_dir, trials=["b"])
-    assert {p.parent.name for p in sweep.files("batches")} == {"trial=b"}
+    assert {p.parent.name for p in sweep.files("batches")} == {"b"}
     assert sweep.scan("batches").collect()["trial"].unique().to_list() == ["b"]
     assert not sweep.skipped and not capsys.readouterr().err
 
 
 def test_hidden_temp_files_are_ignored(sweep_dir: Path) -> None:
-    d = sweep_dir / "batches" / "trial=b"
+    d = sweep_dir / "batches" / "b"
     junk = synth_trial("b", epochs=1, steps=3)["batches"]
     pq.write_table(junk, d / ".part-000003.parquet")  # valid parquet, but hidden
     (d / ".part-000004.parquet.tmp").write_bytes(b"half written")
     (d / "_part-000005.parquet").write_bytes(b"junk")
-    hidden_trial = sweep_dir / "batches" / ".trial=z"
+    hidden_trial = sweep_dir / "batches" / ".z"
     hidden_trial.mkdir()
     pq.write_table(junk, hidden_trial / "part-000000.parquet")
     sweep = SweepLogs(sweep_dir)
@@ -130,20 +130,16 @@ def test_other_readers_read_the_same_files(sweep_dir: Path) -> None:
     glob = str(sweep_dir / "batches" / "*" / "*.parquet")
     con = duckdb.connect()
     rows = con.execute(
-        f"select trial, count(*), sum(step), sum(de) from read_parquet('{glob}', hive_partitioning=true) "
-        "group by trial order by trial"
+        f"select trial, count(*), sum(step), sum(de) from read_parquet('{glob}') group by trial order by trial"
     ).fetchall()
     want = expected.group_by("trial").agg(pl.len(), pl.col("step").sum(), pl.col("de").sum()).sort("trial")
     assert [r[:3] for r in rows] == [r[:3] for r in want.rows()]
     assert [r[3] for r in rows] == pytest.approx(want["de"].to_list(), rel=1e-5)
-    # the files carry `trial` as a column too, so pandas/pyarrow need the partition key
-    # typed as string (their default infers a dictionary type that clashes with it)
-    hive = ds.partitioning(pa.schema([("trial", pa.string())]), flavor="hive")
-    frame = pd.read_parquet(sweep_dir / "batches", partitioning=hive)
-    assert len(frame) == 80 and set(frame["trial"].astype(str)) == {"0001", "b"}
-    table = ds.dataset(sweep_dir / "epochs", format="parquet", partitioning="hive").to_table()
+    frame = pd.read_parquet(sweep_dir / "batches")  # no options: `trial` is a string column of the files
+    assert len(frame) == 80 and set(frame["trial"]) == {"0001", "b"}
+    table = ds.dataset(sweep_dir / "epochs", format="parquet").to_table()
     assert table.num_rows == 16
-    assert pq.read_table(sweep_dir / "probes" / "trial=b" / "part-000000.parquet").schema == arrow_schema("probes")
+    assert pq.read_table(sweep_dir / "probes" / "b" / "part-000000.parquet").schema == arrow_schema("probes")
 
 
 def test_trials_frame(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from workloads.run_dir import RunDir
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema
 
 SHAPES = ("flat", "drift", "noisy", "warmup")
@@ -147,10 +148,10 @@ def write_sweep(
     results: dict[str, dict] | None = None,
     parts: int = 3,
 ) -> Path:
-    """Write `trials` (id -> tables) as `<root>/<table>/trial=<id>/part-<seq>.parquet`."""
+    """Write `trials` (id -> tables) as `<root>/<table>/<id>/part-<seq>.parquet`."""
     for trial, tables in trials.items():
         for name, table in tables.items():
-            d = root / name / f"trial={trial}"
+            d = RunDir(root).table(name, trial)
             d.mkdir(parents=True, exist_ok=True)
             bounds = np.linspace(0, table.num_rows, parts + 1).astype(int)
             for seq, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -179,4 +180,4 @@ def test_synth_tables_match_schema(tmp_path: Path) -> None:
     for name, table in tables.items():
         assert table.schema == arrow_schema(name)
     write_sweep(tmp_path, {"t0": tables})
-    assert len(list((tmp_path / "batches" / "trial=t0").glob("part-*.parquet"))) == 3
+    assert len(list((tmp_path / "batches" / "t0").glob("part-*.parquet"))) == 3

@@ -16,7 +16,7 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "status     finished" in r.stdout and "PGD-2" in r.stdout
     assert str(tmp_path) in r.stdout
-    assert list(tmp_path.glob("batches/trial=fgsm-*/part-*.parquet"))
+    assert list(tmp_path.glob("batches/fgsm-*/part-*.parquet"))
 
 
 @pytest.mark.parametrize("override, field, hint", [

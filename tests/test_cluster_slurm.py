@@ -63,7 +63,7 @@ def _wait_for(predicate, what: str, timeout_s: float = JOB_TIMEOUT_S, job_id: st
 def _steps(out: Path, trial: str) -> list[int]:
     """Every `step` of the trial's `batches` rows (visible part files only)."""
     steps: list[int] = []
-    for f in sorted((out / "batches" / f"trial={trial}").glob("part-*.parquet")):
+    for f in sorted((out / "batches" / trial).glob("part-*.parquet")):
         steps += pq.read_table(f, columns=["step"]).column("step").to_pylist()
     return sorted(steps)
 

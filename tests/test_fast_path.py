@@ -14,7 +14,7 @@ FAST = ["precision=bf16", "channels_last=true"]
 
 
 def batches(out, trial):
-    return pl.read_parquet(f"{out}/batches/trial={trial.id}/*.parquet").sort("step")
+    return pl.read_parquet(f"{out}/batches/{trial.id}/*.parquet").sort("step")
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def test_energy_log_rows_null_without_f_x_and_nan_kept(tmp_path, flush_every: in
         log.log_step(step // 20, step, 0.1, {"loss": torch.tensor(float(step))}, y, adv, nat if measured else None)
         want.append([float(v) for v in per_batch(adv, nat, y)])
     log.flush()
-    rows = pl.read_parquet(tmp_path / "batches" / "trial=t" / "*.parquet").sort("step")
+    rows = pl.read_parquet(tmp_path / "batches" / "t" / "*.parquet").sort("step")
     assert rows["step"].to_list() == list(range(60)) and rows["loss"].to_list() == [float(s) for s in range(60)]
     assert rows["reg"].null_count() == 60  # a term the method does not have is null
     want = np.array(want)
@@ -78,7 +78,7 @@ def test_abnormal_share_is_the_share_whose_cross_entropy_fell(tmp_path) -> None:
         ce = lambda lg: torch.nn.functional.cross_entropy(lg, y, reduction="none")  # noqa: E731
         expected.append((ce(adv) < ce(start)).float().mean().item())
         log.log_step(0, step, 0.1, {"loss": torch.tensor(1.0)}, y, adv, None, start if step != 3 else None)
-    got = pl.read_parquet(tmp_path / "batches" / "trial=t").sort("step")["aae_frac"].to_list()
+    got = pl.read_parquet(tmp_path / "batches" / "t").sort("step")["aae_frac"].to_list()
     assert got[3] is None  # a step without a start point has no share
     assert np.allclose([v for i, v in enumerate(got) if i != 3], [v for i, v in enumerate(expected) if i != 3],
                        atol=1e-6)

@@ -20,7 +20,7 @@ def make_trial(tmp_path, *overrides):
 
 
 def read(out, table, trial):
-    return pl.read_parquet(f"{out}/{table}/trial={trial}/*.parquet")
+    return pl.read_parquet(f"{out}/{table}/{trial}/*.parquet")
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -105,7 +105,7 @@ def test_nan_loss_stops_cleanly_and_records_why(tmp_path):
 def test_telemetry_parts_are_atomic_and_readable_by_pyarrow(tmp_path):
     trial = make_trial(tmp_path, "method=fgsm")
     trial.run()
-    files = sorted((tmp_path / "batches" / f"trial={trial.id}").iterdir())
+    files = sorted((tmp_path / "batches" / trial.id).iterdir())
     assert [f.name for f in files] == ["part-000000.parquet", "part-000001.parquet"]  # 3 + 1 steps
     table = pq.read_table(files[0])
     assert table.schema.equals(arrow_schema("batches")) and table.num_rows == 3
@@ -140,11 +140,11 @@ def test_a_stop_on_the_last_epoch_keeps_the_verdict_and_the_test_results(tmp_pat
     assert result["stopped_by"] == "co_energy" and result["epochs_done"] == 2 and calls == [0, 1]
     assert 0 <= result["test_acc_pgd"] <= 1 and 0 <= result["best_test_acc_pgd"] <= 1
     assert result["best_epoch"] in (0, 1) and result["best_val_acc_pgd"] >= 0
-    events = pl.read_parquet(tmp_path / "events" / f"trial={trial.id}")
+    events = pl.read_parquet(tmp_path / "events" / trial.id)
     assert events.select("kind", "epoch", "action").rows() == [("co_energy", 1, "stopped")]
     again = make_trial(tmp_path, "method=fgsm", "epochs=3").run(stop=lambda m: None)
     assert again["status"] == "stopped" and again["epochs_done"] == 2  # the stop is final
-    assert pl.read_parquet(tmp_path / "events" / f"trial={trial.id}").height == 1  # recorded once
+    assert pl.read_parquet(tmp_path / "events" / trial.id).height == 1  # recorded once
 
 
 def test_natural_energies_every_k_steps_for_random_start_attacks(tmp_path):

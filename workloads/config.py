@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -186,6 +187,9 @@ def validate(cfg: TrialConfig) -> None:
             raise ConfigError(name, f"must be a {'non-negative' if zero else 'positive'} {what}, got {value!r}")
 
     choice("method.name", cfg.method.name, METHODS)
+    if cfg.trial_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", cfg.trial_id):
+        raise ConfigError("trial_id", f"{cfg.trial_id!r} is a folder name under every table: use letters, "
+                          "digits and . _ + - (no '/', '=' or spaces)")
     choice("data.name", cfg.data.name, DATASETS)
     choice("model.name", cfg.model.name, MODELS)
     choice("schedule.name", cfg.schedule.name, SCHEDULES)

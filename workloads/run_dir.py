@@ -58,6 +58,9 @@ def read_json(path: str | os.PathLike) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+LEGACY_PREFIX = "trial="  # table folders of sweeps written before the bare-id layout
+
+
 class RunDir:
     """Paths of one run directory (a sweep's or a trial's `out`)."""
 
@@ -102,8 +105,16 @@ class RunDir:
             os.close(fd)  # releases the lock
 
     def table(self, table: str, trial: str | None = None) -> Path:
-        """A telemetry table's folder, or one trial's partition of it."""
-        return self.root / table if trial is None else self.root / table / f"trial={trial}"
+        """A telemetry table's folder, or one trial's folder in it: `<table>/<id>/`.
+
+        The folder is the bare trial id, not a hive `trial=<id>`: the files hold `trial` as a
+        string column, and a hive folder makes pandas/pyarrow read it a second time as a
+        dictionary and refuse the table. A trial written before (`trial=<id>/`) keeps its folder.
+        """
+        if trial is None:
+            return self.root / table
+        legacy = self.root / table / f"{LEGACY_PREFIX}{trial}"
+        return legacy if legacy.is_dir() else self.root / table / trial
 
     def trial(self, trial: str) -> Path:
         return self.root / "trials" / f"trial={trial}"

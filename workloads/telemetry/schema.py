@@ -16,7 +16,7 @@ Column = tuple[str, pa.DataType, str]
 
 _KEYS: list[Column] = [
     ("schema_version", pa.int16(), "version of this schema the row was written with"),
-    ("trial", pa.string(), "trial id (also the hive partition `trial=<id>`)"),
+    ("trial", pa.string(), "trial id (also the name of the trial's folder in each table)"),
     ("method", pa.string(), "registered AT method name"),
     ("epoch", pa.int32(), "0-based epoch"),
     ("step", pa.int64(), "0-based global optimiser step (epoch tables: the last step of the epoch)"),
