@@ -87,3 +87,26 @@ def test_choice_prefers_no_false_stops_then_recall_then_the_strictest_tie() -> N
         {"ratio": 0.5, "min_drop": 0.1, "z": 4.0, "false_stops": "0/8", "collapses": "4/5", "median_delay_epochs": 0.0},
     ]
     assert {k: choose.choose(pl.DataFrame(rows))[k] for k in choose.GRID} == {"ratio": 0.5, "min_drop": 0.1, "z": 3.0}
+
+
+def test_free_signal_thresholds_come_from_dev_and_stop_no_healthy_dev_trial() -> None:
+    c = scoreboard.load()
+    dev = scoreboard.labels(c).filter(pl.col("split") == "dev")
+    shifts = scoreboard.epoch_shifts(c["batches"].filter(pl.col("trial").is_in(dev["trial"].to_list())))
+    for signal in scoreboard.FREE_SIGNALS:
+        t = scoreboard.dev_threshold(shifts, dev, signal)
+        row = scoreboard.score(dev, scoreboard.shift_rule(shifts, signal, t))
+        assert row["false_stops"].startswith("0/"), (signal, t, row)
+        looser = scoreboard.score(dev, scoreboard.shift_rule(shifts, signal, 0.99 * t - 1e-9))
+        if t > 1e-6:  # just below the threshold the most-moving healthy trial is stopped
+            assert not looser["false_stops"].startswith("0/"), (signal, t)
+
+
+def test_shift_rule_compares_an_epoch_mean_with_the_median_of_earlier_epochs() -> None:
+    aae = [0.01, 0.03, 0.02, 0.04, 0.30, 0.35]  # epoch 4 rises 0.275 above the median 0.025
+    batches = pl.DataFrame({"trial": "a", "epoch": [e for e in range(6) for _ in range(3)],
+                            **{s: [0.0] * 18 for s in scoreboard.FREE_SIGNALS}})
+    batches = batches.with_columns(aae_frac=pl.Series([v for v in aae for _ in range(3)]))
+    shifts = scoreboard.epoch_shifts(batches)
+    assert scoreboard.shift_rule(shifts, "aae_frac", 0.2)["epoch"].to_list() == [4]
+    assert scoreboard.shift_rule(shifts, "aae_frac", 0.33).is_empty()  # epoch 5: 0.35 - 0.03 = 0.32

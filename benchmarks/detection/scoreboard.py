@@ -130,6 +130,42 @@ def adaptive(batches: pl.DataFrame, signal: str, warmup: int = 20) -> pl.DataFra
     return _first(hit)
 
 
+# free training-stream signals: the epoch mean of a batch column against the median of the trial's
+# earlier epochs; side +1 counts a rise only, 0 either way
+FREE_SIGNALS = {"aae_frac": 1, "de_y": 0, "de_std": 1, "acc_adv": 1, "loss": 1}
+FREE_WARMUP = 2  # epochs before the rule may fire (as co_energy's warm-up)
+
+
+def epoch_shifts(batches: pl.DataFrame) -> pl.DataFrame:
+    """Per trial and epoch: each free signal's epoch mean minus the median of its earlier epochs."""
+    cols = list(FREE_SIGNALS)
+    means = (batches.group_by("trial", "epoch")
+             .agg(pl.col(c).cast(pl.Float64).filter(pl.col(c).is_finite()).mean() for c in cols)
+             .sort("trial", "epoch"))
+    return means.with_columns(
+        (pl.col(c) - pl.col(c).cumulative_eval(pl.element().median()).shift(1).over("trial")).alias(c)
+        for c in cols)
+
+
+def shift_rule(shifts: pl.DataFrame, signal: str, threshold: float) -> pl.DataFrame:
+    """Stops where `signal` moved >= threshold (on its side) from its earlier epochs' median."""
+    d = pl.col(signal)
+    moved = d.abs() if FREE_SIGNALS[signal] == 0 else FREE_SIGNALS[signal] * d
+    hit = shifts.filter((moved >= threshold) & (pl.col("epoch") >= FREE_WARMUP))
+    return _first(hit.with_columns(step=pl.lit(None, pl.Int64)))
+
+
+def dev_threshold(shifts: pl.DataFrame, lab_dev: pl.DataFrame, signal: str) -> float | None:
+    """The smallest threshold with no false stop on the dev split's healthy trials (most recall)."""
+    healthy = lab_dev.filter(pl.col("label") == "healthy")["trial"].to_list()
+    d = shifts.filter(pl.col("trial").is_in(healthy) & (pl.col("epoch") >= FREE_WARMUP))[signal]
+    moved = d.abs() if FREE_SIGNALS[signal] == 0 else FREE_SIGNALS[signal] * d
+    worst = moved.drop_nulls().max()
+    if worst is None:
+        return None
+    return max(float(worst), 0.0) * (1 + 1e-6) + 1e-9  # just above every healthy move (and a move at all)
+
+
 def oracle(lab: pl.DataFrame) -> pl.DataFrame:
     """Stop every bad trial at the end of its labelled onset epoch: the most a stopper can save
     without stopping a healthy trial or a bad one before it went bad (never robust: epoch 0)."""
@@ -137,8 +173,15 @@ def oracle(lab: pl.DataFrame) -> pl.DataFrame:
             .select("trial", epoch=pl.col("onset").cast(pl.Int32), step=pl.lit(None, pl.Int64)))
 
 
-def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame,
+              free: dict[str, float | None] | None = None) -> dict[str, pl.DataFrame]:
     rules = {"oracle: stop at the labelled onset": oracle(lab), **energy_rules(c)}
+    if free:
+        shifts = epoch_shifts(c["batches"])
+        for signal, t in free.items():
+            if t is not None:
+                side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
+                rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = shift_rule(shifts, signal, t)
     rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
     rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
     rules["baseline: ELLE-A rule on aae_frac (AAER)"] = adaptive(c["batches"], "aae_frac")
@@ -197,11 +240,14 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     """(labels of the split's trials, one scoreboard row per rule)."""
     c = load(corpus)
     lab = labels(c)
+    dev = lab.filter(pl.col("split") == "dev")
+    shifts = epoch_shifts(c["batches"].filter(pl.col("trial").is_in(dev["trial"].to_list())))
+    free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
     if split != "all":
         lab = lab.filter(pl.col("split") == split)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
-    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c, lab).items()]
+    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c, lab, free).items()]
     return lab, pl.DataFrame(rows)
 
 
