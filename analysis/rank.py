@@ -5,6 +5,8 @@ from pathlib import Path
 
 import polars as pl
 
+from workloads.methods import read_fields
+
 Frame = pl.DataFrame | pl.LazyFrame
 
 # trials-frame columns that describe a run, not a configuration
@@ -68,6 +70,22 @@ def config_keys(trials: pl.DataFrame, ignore: frozenset[str] = RUN_ONLY) -> list
     return [c for c in trials.columns if c not in ignore and not c.startswith(RUN_ONLY_PREFIXES)]
 
 
+def unread_as_null(trials: pl.DataFrame) -> pl.DataFrame:
+    """The trials frame with each row's `method.*` / `attack.*` fields that its method and attack never
+    read set to null (`workloads.methods.read_fields`, what the trial id hashes), and the columns that no
+    trial reads dropped: an FGSM trial has no `method.beta`, whatever its config.json holds."""
+    cols = [c for c in trials.columns if c.startswith(("method.", "attack."))]
+    if "method.name" not in cols or trials.is_empty():
+        return trials
+    rows = list(trials.select(cols).iter_rows(named=True))
+    read = [read_fields(row) for row in rows]
+    configured = [r for r, row in zip(read, rows) if row["method.name"] is not None]  # not a trial without config
+    unread = [c for c in cols if not any(c in r for r in configured)]
+    return trials.with_columns(
+        pl.Series(c, [r.get(c) for r in read], dtype=trials.schema[c]) for c in cols if c not in unread
+    ).drop(unread)
+
+
 def rank(
     metrics: pl.DataFrame,
     trials: pl.DataFrame | None = None,
@@ -78,7 +96,8 @@ def rank(
 ) -> pl.DataFrame:
     """Aggregate per-trial `metrics` over seeds per configuration and sort by `by`.
 
-    Configurations are the distinct values of `config_keys(trials)`; a trial without
+    Configurations are the distinct values of `config_keys(trials)` once the fields a
+    trial's method does not read are null (`unread_as_null`); a trial without
     a config.json is its own configuration. Output: the config keys, n (trials),
     n_failed (status failed/diverged), <metric>_mean / <metric>_std (sample sd,
     ddof=1) for METRICS, co_rate (share of trials with CO). `by` is a metric name
@@ -87,6 +106,7 @@ def rank(
     """
     if trials is None or trials.is_empty():
         trials = metrics.select("trial").with_columns(has_config=pl.lit(False))
+    trials = unread_as_null(trials)
     keys = config_keys(trials, ignore)
     own = pl.when(pl.col("has_config").fill_null(False)).then(pl.lit(None, pl.String)).otherwise(pl.col("trial"))
     joined = (

@@ -22,6 +22,7 @@ outcome. Each Slurm job records itself in `<out>/slurm/jobs/<jobid>.json` for
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -33,7 +34,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from orchestrator.config import compose_trial, validated
+from orchestrator.config import HydraFlags, compose_trial, search_path, validated, with_fractions
 from workloads.config import ConfigError, TrialConfig, flatten, trial_id
 from workloads.run_dir import RunDir, write_json
 
@@ -49,19 +50,33 @@ def task(cfg: DictConfig) -> dict:
 
     trial_cfg = validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     _record_job(trial_cfg)
-    trial = None
-    try:
-        trial = Trial(trial_cfg)
-        return trial.run(stop=stop_rule(trial_cfg))
-    except Exception as e:
-        _record_failure(trial_cfg, trial, e)
-        if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
-            traceback.print_exc()  # the job's own log shows why
-            atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
-        raise
+    with _trial_lock(trial_cfg):  # held by another live process: this job fails, its result.json untouched
+        trial = None
+        try:
+            trial = Trial(trial_cfg)
+            return trial.run(stop=stop_rule(trial_cfg))
+        except Exception as e:
+            _record_failure(trial_cfg, trial, e)
+            if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
+                traceback.print_exc()  # the job's own log shows why
+                atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
+            raise
 
 
 main = hydra.main(config_path="conf", config_name="train", version_base=None)(task)
+
+
+@contextlib.contextmanager
+def _trial_lock(cfg: TrialConfig):
+    """Hold the trial's lock as `energy-at train` does (one writer per trial; `energy-at status` reads it
+    to tell a running trial from an interrupted one). A filesystem without flock: run without it."""
+    run_dir = RunDir(cfg.out)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run_dir.lock(run_dir.trial(trial_id(cfg))))
+        except OSError as e:
+            print(f"energy-at: running without the trial lock ({e})", file=sys.stderr)
+        yield
 
 
 def _exit_failed() -> None:
@@ -161,7 +176,10 @@ def multirun(argv: list[str]) -> int:
 
     hydra_args, trial_args = _split(argv)
     try:
-        trials = plan(trial_args)
+        flags, _ = HydraFlags.parse(argv, "train")  # the user config dirs, for validating every trial
+        trial_args = with_fractions(trial_args)  # attack.eps=8/255 as a number, also for Hydra's own run
+        with search_path(flags.searchpath):
+            trials = plan(trial_args)
     except ConfigError as e:
         return fail("train", str(e))
     launcher = _launcher(hydra_args)

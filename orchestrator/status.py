@@ -3,16 +3,25 @@
 A trial's status comes from what the trial wrote (`trials/trial=<id>/result.json`: running,
 finished, stopped, diverged, failed) corrected by Ray Tune's experiment state (a trial Tune
 gave up on after `sweep.max_failures` retries is `failed`, even if it crashed before writing
-anything) and by the Slurm job (a trial still `running` in a job that is over was
-`interrupted`). The Slurm job is the one recorded at submit time in `<sweep_dir>/slurm/job.json`
-(one Ray job for `energy-at sweep cluster=slurm`, one job per trial for `energy-at train -m`
-with the submitit launcher); its state comes from sacct/squeue.
+anything), by the Slurm job (a trial still `running` in a job that is over was
+`interrupted`) and, without a Slurm job, by the locks its process held: `energy-at train` (and
+each `train -m` job) holds `trials/trial=<id>/.lock`, a local sweep's driver holds
+`<sweep_dir>/.lock` (flock, released when the process dies; the file names the holder's pid
+and host). A `running` trial whose lock nobody holds any more is `interrupted` (re-running the
+same command resumes it from its last checkpoint). A running trial's progress is read from
+its `epochs` table (one row per split and finished epoch), since result.json is written only
+when the trial starts and ends. The Slurm job is the one recorded at submit time in
+`<sweep_dir>/slurm/job.json` (one Ray job for `energy-at sweep cluster=slurm`, one job per trial
+for `energy-at train -m` with the submitit launcher); its state comes from sacct/squeue.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import re
+import socket
 import sys
 import time
 from collections import Counter
@@ -92,6 +101,62 @@ def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
     return job, [{"job_id": str(i), **job_state(str(i))} for i in ids]
 
 
+_HOLDER = re.compile(r"pid (\d+) on (\S+)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def lock_state(path: Path) -> tuple[str | None, str | None]:
+    """(`held` | `free` | None when unknown, the holder it names) of a RunDir lock file.
+
+    `free`: no process holds it, so whoever wrote it has ended. The recorded holder on this host
+    with a dead pid settles it; otherwise a non-blocking shared flock tells (held for an instant,
+    it is released at once). No file, or a filesystem without flock: None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None, None
+    try:
+        text = os.read(fd, 4096).decode(errors="replace").strip()
+        m = _HOLDER.match(text)
+        holder = f"pid {m[1]} on {m[2]}" if m else None
+        if m and m[2] == socket.gethostname() and not _pid_alive(int(m[1])):
+            return "free", holder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "held", holder
+        except OSError:
+            return None, holder
+        return "free", holder
+    finally:
+        os.close(fd)  # releases the probe's lock
+
+
+def epochs_logged(sweep_dir: Path, trials: list[str]) -> dict[str, int]:
+    """{trial: epochs evaluated so far} from the `epochs` table (analysis.read's reader)."""
+    if not trials:
+        return {}
+    try:
+        import polars as pl
+
+        from analysis.read import SweepLogs
+
+        df = (SweepLogs(sweep_dir, warn=False, trials=trials).scan("epochs").group_by("trial")
+              .agg(pl.col("epoch").max()).collect())
+    except Exception:  # progress is a nicety: never fail `status` over an unreadable table
+        return {}
+    return {t: int(e) + 1 for t, e in zip(df["trial"], df["epoch"]) if e is not None}
+
+
 def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict]:
     from cluster.slurm import is_active
 
@@ -100,6 +165,8 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
     written = {p.name.split("=", 1)[1] for p in (sweep_dir / "trials").glob("trial=*") if p.is_dir()}
     job_over = bool(jobs) and not any(is_active(j.get("state")) for j in jobs)
     multirun_state = {str(j["job_id"]): j.get("state") for j in jobs}
+    # without a Slurm job: is a local sweep driver still alive? (`energy-at sweep` holds <sweep_dir>/.lock)
+    driver, driver_holder = (None, None) if jobs else lock_state(sweep_dir / ".lock")
     rows = []
     for tid in sorted(set(planned) | set(tune) | written):
         tdir = sweep_dir / "trials" / f"trial={tid}"
@@ -112,11 +179,18 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
         elif status in DONE:
             pass
         elif status == "running":
-            status = "interrupted" if job_over else "running"
+            if jobs:
+                status = "interrupted" if job_over else "running"
+            else:
+                gone, holder = _process_gone(tdir, driver, driver_holder)
+                if gone:
+                    status, reason = "interrupted", (f"its process ({holder or 'the lock holder'}) is gone; "
+                                                     "run the same command again to resume")
         elif t.get("tune") == "RUNNING" and not job_over:
-            status = "running"  # started, not yet past Trial() (result.json comes with run())
+            # started, not yet past Trial() (result.json comes with run()); a dead local driver: interrupted
+            status = "interrupted" if driver == "free" else "running"
         else:
-            status = "not started" if job_over else "pending"
+            status = "not started" if job_over or driver == "free" else "pending"
         slurm_job = (job or {}).get("trial_jobs", {}).get(tid)
         if slurm_job and status in ("running", "pending", "interrupted"):
             state = (multirun_state.get(str(slurm_job)) or "").split(" ")[0]
@@ -126,7 +200,29 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
                      "epochs_done": result.get("epochs_done", 0),
                      "epochs": config.get("epochs") or planned.get(tid),
                      "failures": t.get("failures", 0), "slurm_job": slurm_job})
+    # result.json holds the epoch a trial started at: a running or interrupted one has gone further
+    progress = epochs_logged(sweep_dir, [r["trial"] for r in rows if r["status"] in ("running", "interrupted")])
+    for r in rows:
+        if r["trial"] in progress:
+            r["epochs_done"] = max(r["epochs_done"] or 0, progress[r["trial"]])
+        r["epoch"] = None  # the epoch a running trial is in (1-based, as its progress bar shows it)
+        if r["status"] == "running":
+            total = r["epochs"]
+            r["epoch"] = r["epochs_done"] + 1 if total is None or r["epochs_done"] < total else None
+            r["reason"] = r["reason"] or (f"in epoch {r['epoch']}/{total if total is not None else '?'}"
+                                          if r["epoch"] else "final test evaluation")
     return rows
+
+
+def _process_gone(trial_dir: Path, driver: str | None, driver_holder: str | None) -> tuple[bool, str | None]:
+    """(whether nobody runs the trial any more, the last holder): its own lock (energy-at train, train -m)
+    or, for a trial of a local sweep, the sweep driver's. No lock at all: not known, taken as running."""
+    state, holder = lock_state(trial_dir / ".lock")
+    if state == "held" or driver == "held":
+        return False, None
+    if state == "free" or driver == "free":
+        return True, holder if state == "free" else driver_holder
+    return False, None
 
 
 def _parse_sweep_dir(parser: argparse.ArgumentParser, argv: list[str], command: str) -> argparse.Namespace | int:
@@ -140,44 +236,85 @@ def _parse_sweep_dir(parser: argparse.ArgumentParser, argv: list[str], command: 
     return args
 
 
-def status(argv: list[str]) -> int:
-    """energy-at status <sweep_dir> [--json]"""
+def status(argv: list[str], *, max_refreshes: int | None = None, sleep=time.sleep) -> int:
+    """energy-at status <sweep_dir> [--json] [--watch [SECONDS]]
+
+    `--watch` clears the screen (on a terminal) and prints again every SECONDS (default 2) until
+    interrupted (Ctrl-C); `max_refreshes` ends it after that many printouts (for tests)."""
     parser = argparse.ArgumentParser(prog="energy-at status", description="trials and Slurm job of a sweep")
     parser.add_argument("sweep_dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until interrupted")
+    argv = [("--watch=2" if a == "--watch" and not _is_number(argv[i + 1:i + 2]) else a)
+            for i, a in enumerate(argv)]  # `--watch DIR`: the default period, DIR the sweep
     args = _parse_sweep_dir(parser, argv, "status")
     if isinstance(args, int):
         return args
     d = Path(args.sweep_dir).resolve()
     if not any((d / sub).exists() for sub in ("trials", "tune", "slurm/job.json")):
         return _fail("status", f"{args.sweep_dir}: not a sweep directory (no trials/, tune/ or slurm/job.json)")
+    if args.watch is None:
+        print(render(d, args.json))
+        return 0
+    if args.watch <= 0:
+        return _fail("status", f"--watch: needs a positive number of seconds, got {args.watch:g}")
+    tty = sys.stdout.isatty()
+    refreshes = 0
+    try:
+        while True:
+            text = render(d, args.json, indent=None)  # before clearing: never a half-built screen
+            if tty:
+                sys.stdout.write("\033[H\033[2J")  # cursor home, clear screen
+            if not args.json:  # --json --watch: one JSON object a line
+                print(f"every {args.watch:g}s: energy-at status {args.sweep_dir}   {time.strftime('%H:%M:%S')}"
+                      "   (Ctrl-C ends)")
+            print(text, flush=True)
+            refreshes += 1
+            if max_refreshes is not None and refreshes >= max_refreshes:
+                return 0
+            sleep(args.watch)
+    except KeyboardInterrupt:
+        print()
+        return 0
+
+
+def _is_number(next_arg: list[str]) -> bool:
+    try:
+        float(next_arg[0])
+    except (IndexError, ValueError):
+        return False
+    return True
+
+
+def render(d: Path, as_json: bool = False, indent: int | None = 1) -> str:
+    """The status of sweep directory `d`: a table, or one JSON object."""
     job, jobs = job_info(d)
     rows = trial_rows(d, job, jobs)
     counts = Counter(r["status"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["status"] in ("stopped", "diverged") and r["reason"])
-    if args.json:
-        print(json.dumps({"sweep_dir": str(d), "counts": counts, "trials": rows, "jobs": jobs,
-                          "stop_reasons": reasons, "job": job}, indent=1, default=str))
-        return 0
-    print(f"sweep {d}: {len(rows)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.most_common()) + ")")
+    if as_json:
+        return json.dumps({"sweep_dir": str(d), "counts": counts, "trials": rows, "jobs": jobs,
+                           "stop_reasons": reasons, "job": job}, indent=indent, default=str)
+    lines = [f"sweep {d}: {len(rows)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.most_common()) + ")"]
     for j in jobs:
         extra = "".join(f"  {k} {j[k]}" for k in ("elapsed", "nodes", "restarts", "reason") if j.get(k) not in (None, ""))
-        print(f"slurm job {j['job_id']}: {j.get('state') or 'unknown (not in sacct/squeue)'}{extra}")
+        lines.append(f"slurm job {j['job_id']}: {j.get('state') or 'unknown (not in sacct/squeue)'}{extra}")
     if job and job.get("folder"):
-        print(f"logs: {job['folder']}")
+        lines.append(f"logs: {job['folder']}")
     if rows:
         w = max(len(r["trial"]) for r in rows)
-        print(f"\n{'trial':<{w}}  {'status':<11}  {'epochs':>7}  {'retries':>7}  reason")
+        lines.append(f"\n{'trial':<{w}}  {'status':<11}  {'epochs':>7}  {'retries':>7}  reason")
         for r in rows:
             ep = f"{r['epochs_done']}/{r['epochs'] if r['epochs'] is not None else '?'}"
             reason = r["reason"] or ""
-            print(f"{r['trial']:<{w}}  {r['status']:<11}  {ep:>7}  {r['failures']:>7}  "
-                  f"{reason[:100] + ('...' if len(reason) > 100 else '')}")
+            lines.append(f"{r['trial']:<{w}}  {r['status']:<11}  {ep:>7}  {r['failures']:>7}  "
+                         f"{reason[:100] + ('...' if len(reason) > 100 else '')}")
     if reasons:
-        print("\nstop reasons:")
+        lines.append("\nstop reasons:")
         for reason, n in reasons.most_common():
-            print(f"  {n:>3}  {reason}")
-    return 0
+            lines.append(f"  {n:>3}  {reason}")
+    return "\n".join(lines)
 
 
 def cancel(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
-from workloads.config import DEFAULT_STOP_ON, TrialConfig, trial_id
+from workloads.config import DEFAULT_STOP_ON, TrialConfig, legacy_trial_id, trial_id
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
@@ -76,10 +77,11 @@ def _is_trial_override(override: str) -> bool:
 class SweepPlan:
     """A validated plan of trials and how to run them."""
 
-    def __init__(self, config: SweepConfig, trials: list[TrialConfig]):
+    def __init__(self, config: SweepConfig, trials: list[TrialConfig], legacy: dict[str, TrialConfig] | None = None):
         self.config, self.settings, self.cluster = config, config.sweep, config.cluster
         self.dir = Path(self.settings.out).resolve()
         self.trials = trials
+        self.legacy = legacy or {}  # the trials by `legacy_trial_id`: a Tune experiment of an earlier version
 
     @classmethod
     def from_overrides(cls, argv: list[str]) -> "SweepPlan":
@@ -107,9 +109,14 @@ class SweepPlan:
             t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device,
                         stop_on=list(s.stop_on))
             trials.append(replace(t, trial_id=trial_id(t)))
-        ids = [t.trial_id for t in trials]
-        if len(set(ids)) != len(ids):
-            raise ConfigError("sweep.trial", "two trials have the same config; give each grid point a distinct value")
+        legacy = {legacy_trial_id(t): t for t in trials}
+        unique: dict[str, TrialConfig] = {}
+        for t in trials:
+            unique.setdefault(t.trial_id, t)
+        if len(unique) < len(trials):  # e.g. method=fgsm,trades method.beta=1,6: FGSM reads no beta
+            print(f"sweep: {len(trials) - len(unique)} of {len(trials)} grid points repeat an earlier one in every "
+                  "field their method reads; each trial runs once", file=sys.stderr)
+        trials = list(unique.values())
         if config.cluster.kind == "local":  # trials run here: they need this machine's devices
             import ray
 
@@ -120,7 +127,7 @@ class SweepPlan:
             for t in trials:
                 resolve_device(t.device)  # ConfigError('device', ...) for a CUDA device this machine lacks
         RunDir(out).create("sweep.out")
-        return cls(config, trials)
+        return cls(config, trials, legacy)
 
     # --- running ---------------------------------------------------------------------------------
     def tuner(self):
@@ -132,10 +139,13 @@ class SweepPlan:
         s = self.settings
         resources = {"cpu": s.resources.cpus, "gpu": s.resources.gpus}
         configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
-        trainable = tune.with_resources(tune.with_parameters(run_trial, configs=configs), resources)
         storage = str(self.dir / "tune")
         path = os.path.join(storage, s.name)
-        if tune.Tuner.can_restore(path):
+        restore = tune.Tuner.can_restore(path)
+        if restore:  # an experiment an earlier version started names its trials by their legacy ids
+            configs |= {old: asdict(replace(t, trial_id=old)) for old, t in self.legacy.items() if old not in configs}
+        trainable = tune.with_resources(tune.with_parameters(run_trial, configs=configs), resources)
+        if restore:
             return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
         scheduler = None
         if s.scheduler == "asha":

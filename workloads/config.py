@@ -158,13 +158,33 @@ def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def trial_id(cfg: TrialConfig) -> str:
-    """`cfg.trial_id`, or `<method>-<hash of everything a trial computes>` (so a re-run resumes)."""
-    if cfg.trial_id:
-        return cfg.trial_id
-    flat = {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}
+def _hashed_id(cfg: TrialConfig, flat: dict[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
     return f"{cfg.method.name}-s{cfg.seed}-{digest}"
+
+
+def legacy_trial_id(cfg: TrialConfig) -> str:
+    """The id earlier versions gave `cfg`: a hash over every field but RUN_ONLY, read or not."""
+    return _hashed_id(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY})
+
+
+def trial_id(cfg: TrialConfig) -> str:
+    """`cfg.trial_id`, or `<method>-s<seed>-<hash of the fields the trial reads>` (so a re-run resumes).
+
+    The hash leaves out RUN_ONLY and the `method.*` / `attack.*` fields that the method and its attack
+    never read (`workloads.methods.read_fields`): `method=fgsm method.beta=1` is the trial `method=fgsm`.
+    A trial that an earlier version wrote under `cfg.out` (`legacy_trial_id`, same config) keeps its id,
+    so re-running an old command resumes it.
+    """
+    if cfg.trial_id:
+        return cfg.trial_id
+    from workloads.methods import read_fields
+    from workloads.run_dir import RunDir
+
+    new = _hashed_id(cfg, read_fields({k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}))
+    run_dir, old = RunDir(cfg.out), legacy_trial_id(cfg)
+    started = lambda tid: run_dir.trial(tid).is_dir() or run_dir.checkpoints(tid).is_dir()  # noqa: E731
+    return old if not started(new) and started(old) else new
 
 
 def validate(cfg: TrialConfig) -> None:

@@ -23,6 +23,15 @@ ATTACKS = {
 }
 SINGLE_STEP = ("fgsm", "rs_fgsm", "n_fgsm", "energy")
 MULTI_STEP = ("pgd", "trades_kl")  # `attack.steps` steps
+# the `attack.*` fields besides eps that the training loop hands each attack (workloads/trial.py `_attack`)
+ATTACK_KNOBS = {
+    "fgsm": ("alpha",),
+    "rs_fgsm": ("alpha",),
+    "n_fgsm": ("alpha", "noise"),
+    "pgd": ("alpha", "steps"),
+    "trades_kl": ("alpha", "steps"),
+    "energy": ("alpha",),
+}
 
 
 def default_alpha(attack: str, eps: float) -> float:
@@ -37,4 +46,4 @@ def default_alpha(attack: str, eps: float) -> float:
     }[attack]
 
 
-__all__ = ["ATTACKS", "SINGLE_STEP", "MULTI_STEP", "AttackResult", "default_alpha", *ATTACKS]
+__all__ = ["ATTACKS", "ATTACK_KNOBS", "SINGLE_STEP", "MULTI_STEP", "AttackResult", "default_alpha", *ATTACKS]

@@ -3,7 +3,7 @@
 One training loop (`workloads.trial`) serves them all: it runs the method's
 attack, computes the logits the method asks for, and calls its loss.
 """
-from workloads.methods.registry import METHODS, Logits, Method, Terms, get_method, register
+from workloads.methods.registry import METHODS, Logits, Method, Terms, get_method, read_fields, register
 import workloads.methods.catalog  # noqa: F401  (registers the methods)
 
-__all__ = ["METHODS", "Logits", "Method", "Terms", "get_method", "register"]
+__all__ = ["METHODS", "Logits", "Method", "Terms", "get_method", "read_fields", "register"]

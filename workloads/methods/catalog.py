@@ -1,4 +1,9 @@
-"""Every AT method of the three papers and their baselines, one short function each (docs/methods.md#methods)."""
+"""Every AT method of the three papers and their baselines, one short function each (docs/methods.md#methods).
+
+Each registration names the `method.*` fields the method reads (`knobs`): only those, and the fields of its
+attack (`workloads.attacks.ATTACK_KNOBS`), go into its trial id and its ranking (`read_fields`);
+tests/test_method_knobs.py checks that no other field changes a training step.
+"""
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -25,14 +30,14 @@ def erm(lg: Logits, p: MethodConfig) -> Terms:
     return Terms(F.cross_entropy(lg.adv.float(), lg.y))
 
 
-@register("trades", "trades_kl", uses_nat=True)
+@register("trades", "trades_kl", knobs=("beta",), uses_nat=True)
 def trades(lg: Logits, p: MethodConfig) -> Terms:
     """TRADES: CE(x) + beta * KL(p(x) || p(x*)) (docs/methods.md#trades)."""
     return Terms(losses.trades_loss(lg.nat, lg.adv, lg.y, p.beta),
                  reg=losses.kl_per_sample(lg.nat, lg.adv).mean().detach())
 
 
-@register("mart", "pgd", uses_nat=True)
+@register("mart", "pgd", knobs=("beta",), uses_nat=True)
 def mart(lg: Logits, p: MethodConfig) -> Terms:
     """MART: BCE(x*) + beta * KL * (1 - p_y(x)) (docs/methods.md#mart)."""
     return Terms(losses.mart_loss(lg.nat, lg.adv, lg.y, p.beta))
@@ -48,11 +53,11 @@ def _weat(variant: str):
     return weat
 
 
-register("weat_nat", "trades_kl", uses_nat=True)(_weat("nat"))
-register("weat_adv", "trades_kl", uses_nat=True)(_weat("adv"))
+register("weat_nat", "trades_kl", knobs=("beta",), uses_nat=True)(_weat("nat"))
+register("weat_adv", "trades_kl", knobs=("beta",), uses_nat=True)(_weat("adv"))
 
 
-@register("der", None, uses_nat=True)
+@register("der", None, knobs=("beta", "gamma", "base"), uses_nat=True)
 def der(lg: Logits, p: MethodConfig) -> Terms:
     """DER: CE(x*) + beta * mean_i m_i * max(||[dE(x_i), dE(x_i,y_i)]|| - gamma, 0) (docs/methods.md#der).
 
@@ -66,7 +71,9 @@ def der(lg: Logits, p: MethodConfig) -> Terms:
     return Terms(losses.der_loss(lg.adv, lg.y, reg, mask, p.beta), reg=(mask * reg).mean().detach())
 
 
-@register("jeat", "energy", uses_sgld=True)
+# SGLD settings: read by the training loop (workloads/trial.py, workloads/methods/sgld.py), not by the loss
+@register("jeat", "energy", knobs=("sgld_steps", "sgld_step_size", "sgld_noise", "buffer_size", "reinit"),
+          uses_sgld=True)
 def jeat(lg: Logits, p: MethodConfig) -> Terms:
     """JEAT: [E(x*,y) - E(x*)] + [E(x*) - E(x_sgld)] (eq. 19, Algorithm 1; docs/methods.md#jeat)."""
     from workloads.energy import marginal_energy

@@ -1,8 +1,9 @@
-"""The method registry and the two small records a loss reads and returns."""
+"""The method registry, the two small records a loss reads and returns, and which config fields a trial reads."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from torch import Tensor
 
@@ -40,6 +41,7 @@ class Method:
     uses_nat: bool = False  # the loss needs f(x) with gradients
     uses_sgld: bool = False  # the loss needs SGLD samples from the model (JEAT)
     adversarial: bool = True  # False: no inner attack at all (ERM)
+    knobs: tuple[str, ...] = ()  # the `method.*` fields besides `name` that its loss and the training loop read
 
     def attack_name(self, cfg: MethodConfig, override: str | None = None) -> str:
         return override or self.attack or cfg.base
@@ -48,11 +50,14 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
-def register(name: str, attack: str | None, **flags: bool) -> Callable[[Loss], Loss]:
-    """Decorator: register `loss` as method `name` with inner attack `attack`."""
+def register(name: str, attack: str | None, knobs: tuple[str, ...] = (), **flags: bool) -> Callable[[Loss], Loss]:
+    """Decorator: register `loss` as method `name` with inner attack `attack`, reading `method.<knob>`."""
+    unknown = [k for k in knobs if k == "name" or k not in MethodConfig.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f"method {name}: knobs {unknown} are not MethodConfig fields besides name")
 
     def wrap(loss: Loss) -> Loss:
-        METHODS[name] = Method(name, attack, loss, **flags)
+        METHODS[name] = Method(name, attack, loss, knobs=tuple(knobs), **flags)
         return loss
 
     return wrap
@@ -62,3 +67,27 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"method.name: unknown method {name!r}; allowed: {', '.join(METHODS)}")
     return METHODS[name]
+
+
+def read_fields(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened config (`workloads.config.flatten`) less the `method.*` and `attack.*` fields its trial
+    never reads: what `trial_id` hashes and `analysis.rank` groups on.
+
+    Kept: every other field; `method.name` and the method's `knobs`; `attack.eps` (also the evaluation
+    radius); the `ATTACK_KNOBS` of the attack the method runs (none for ERM); `attack.name` only when it
+    replaces the method's own attack (`method=pgd attack.name=pgd` is `method=pgd`). A flat config of an
+    unknown method comes back whole. Keys missing from `flat` stay missing.
+    """
+    from workloads.attacks import ATTACK_KNOBS
+
+    method = METHODS.get(flat.get("method.name"))  # type: ignore[arg-type]
+    if method is None:
+        return dict(flat)
+    keep = {"method.name", "attack.eps", *(f"method.{k}" for k in method.knobs)}
+    if method.adversarial:
+        own = method.attack or flat.get("method.base") or MethodConfig.base
+        attack = flat.get("attack.name") or own
+        keep |= {f"attack.{k}" for k in ATTACK_KNOBS.get(attack, ("alpha", "steps", "noise"))}
+        if attack != own:
+            keep.add("attack.name")
+    return {k: v for k, v in flat.items() if not k.startswith(("method.", "attack.")) or k in keep}
