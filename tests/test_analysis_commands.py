@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 from matplotlib.image import imread
-from test_analysis_synth import synth_trial, write_sweep
+from support.synth import synth_trial, write_sweep
 
 from analysis import commands
 

@@ -7,7 +7,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from test_analysis_synth import SHAPES, prefix, synth_trial
+from support.synth import SHAPES, prefix, synth_trial
 
 from analysis.detectors import EVENT_SCHEMA, co_energy, co_pgd_probe, detect, nan, ro
 from workloads.telemetry.writer import NAT_COLUMNS

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from test_analysis_synth import synth_trial, write_sweep
+from support.synth import synth_trial, write_sweep
 
 from analysis.read import SweepLogs, SweepError, polars_schema
 from workloads.telemetry.schema import TABLES, arrow_schema

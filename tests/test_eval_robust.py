@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_eval_trained import trained, trial_of
+from support.trained import trained, trial_of
 
 from workloads.evaluation import evaluate, load_trial, parse_attacks, resolve, trial_data
 from workloads.evaluation.robust import head

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from test_eval_trained import trained, trial_of
+from support.trained import trained, trial_of
 from torch import nn
 
 from workloads.data import load_dataset

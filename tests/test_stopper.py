@@ -1,7 +1,7 @@
 """The energy stopper on a real sweep: the FGSM trial with catastrophic overfitting is stopped,
 the healthy RS-FGSM one is not, and the decision equals offline detection on the same prefix.
 
-The sweep (embedded Ray, stopper on) is made once per session by `test_real_logs.real_runs`,
+The sweep (embedded Ray, stopper on) is made once per session by `tests/support/real_logs.py` `real_runs`,
 which also resumes the stopped trial to its end in a copy of the directory (full curves).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import polars as pl
 import pytest
-from test_real_logs import EPOCHS, Runs, all_events, real_runs
+from support.real_logs import EPOCHS, Runs, all_events, real_runs
 
 from analysis.detectors import detect, with_actions
 from analysis.read import SweepLogs

@@ -19,10 +19,10 @@ from torch import nn
 from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
 from workloads.config import CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, flatten, trial_id, validate
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
-from workloads.evaluate import evaluate_pgd
+from workloads.evaluation.per_epoch import evaluate_pgd
 from workloads.host import frozen_heap, keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
-from workloads.methods.sgld import ReplayBuffer
+from workloads.methods.replay_sgld import ReplayBuffer
 from workloads.models import build_model
 from workloads.run_dir import RunDir, atomic_write
 from workloads.schedule import lr_at

@@ -71,7 +71,7 @@ def der(lg: Logits, p: MethodConfig) -> Terms:
     return Terms(losses.der_loss(lg.adv, lg.y, reg, mask, p.beta), reg=(mask * reg).mean().detach())
 
 
-# SGLD settings: read by the training loop (workloads/trial.py, workloads/methods/sgld.py), not by the loss
+# SGLD settings: read by the training loop (workloads/trial.py, workloads/methods/replay_sgld.py), not by the loss
 @register("jeat", "energy", knobs=("sgld_steps", "sgld_step_size", "sgld_noise", "buffer_size", "reinit"),
           uses_sgld=True)
 def jeat(lg: Logits, p: MethodConfig) -> Terms:

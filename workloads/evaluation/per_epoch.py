@@ -1,4 +1,4 @@
-"""Robustness and energies of a model on a data split under PGD (the per-epoch and final evaluation)."""
+"""Robustness and energies of a model on a data split under PGD: the per-epoch evaluation of a trial (and its final test)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
