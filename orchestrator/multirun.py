@@ -159,6 +159,13 @@ def plan(trial_args: list[str]) -> list[tuple[list[str], TrialConfig]]:
         except ConfigError as e:
             raise ConfigError(f"trial {i} ({' '.join(overrides)})", str(e)) from None
         trials.append((overrides, cfg))
+    seen: dict[str, int] = {}
+    for i, (overrides, cfg) in enumerate(trials):  # Hydra launches every grid point: two would share a folder
+        j = seen.setdefault(trial_id(cfg), i)
+        if j != i:
+            raise ConfigError(f"trial {i} ({' '.join(overrides)})",
+                              f"is trial {j} again (same id {trial_id(cfg)}: its method reads none of the fields "
+                              "that differ); drop the repeated values from the grid")
     return trials
 
 

@@ -84,3 +84,11 @@ def test_bad_sweep_input(capsys, tmp_path, override: str, field: str) -> None:
 
 def test_there_are_over_a_hundred_cases() -> None:
     assert len(TRAIN) + len(SWEEP) >= 100
+
+
+def test_train_m_refuses_a_grid_point_that_repeats_another(capsys, tmp_path) -> None:
+    # FGSM reads no method.beta: both grid points are one trial, which two Hydra jobs would share
+    argv = ["train", "-m", *SMALL, f"out={tmp_path / 'out'}", "method=fgsm", "method.beta=1,6"]
+    _check(capsys, tmp_path, argv, "trial 1")
+    rc = main(["train", "-m", "--cfg", "job", *SMALL, f"out={tmp_path / 'out'}", "method=trades", "method.beta=1,6"])
+    assert rc == 0, capsys.readouterr().err  # TRADES reads beta: two trials
