@@ -94,32 +94,41 @@ class SweepLogs:
                            else ["*"])
         self.skipped: list[tuple[Path, str]] = []
         self._files: dict[str, list[Path]] = {}
+        self._seen: dict[str, set[Path]] = {}
         missing = [str(d) for d in self.dirs if not d.is_dir()]
         if missing:
             raise SweepError(f"sweep directory not found: {', '.join(missing)}")
 
     def files(self, table: str) -> list[Path]:
-        """Valid, visible parquet files of `table`, sorted by trial id and part (over all dirs)."""
+        """Valid, visible parquet files of `table`, sorted by trial id and part (over all dirs).
+
+        Listed and footer-checked once; `refresh(table)` adds the files written since."""
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
         if table not in self._files:
-            found = sorted(
-                (p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
-                 if not _hidden(p, d)),
-                key=lambda p: (_trial_of(p), p.name),  # trial id, then part sequence
-            )
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                reasons = list(pool.map(lambda p: check_file(p, table), found))
-            good = []
-            for path, why in zip(found, reasons):
-                if why is None:
-                    good.append(path)
-                else:
-                    self.skipped.append((path, why))
-                    if self.warn:
-                        print(f"warning: skipping {path}: {why}", file=sys.stderr)
-            self._files[table] = good
+            self._files[table] = []
+            self.refresh(table)
         return self._files[table]
+
+    def refresh(self, table: str) -> list[Path]:
+        """List `table` again; footer-check only the files not seen before; the new valid ones."""
+        known = self._seen.setdefault(table, set())
+        found = [p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
+                 if p not in known and not _hidden(p, d)]
+        known.update(found)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            reasons = list(pool.map(lambda p: check_file(p, table), found))
+        new = []
+        for path, why in zip(found, reasons):
+            if why is None:
+                new.append(path)
+            else:
+                self.skipped.append((path, why))
+                if self.warn:
+                    print(f"warning: skipping {path}: {why}", file=sys.stderr)
+        order = lambda p: (_trial_of(p), p.name)  # noqa: E731  trial id, then part sequence
+        self._files[table] = sorted(self._files.get(table, []) + new, key=order)
+        return sorted(new, key=order)
 
     def trial_ids(self, table: str) -> list[str]:
         """Sorted trial ids that have valid files of `table` (from the partition dirs)."""
@@ -135,10 +144,10 @@ class SweepLogs:
             dirs = ", ".join(map(str, self.dirs))
             raise SweepError(f"no telemetry tables ({', '.join(TABLES)}) under {dirs}")
 
-    def scan(self, table: str) -> pl.LazyFrame:
-        """Lazy scan of `table` over all valid files (empty frame with the schema if none)."""
+    def scan(self, table: str, files: Sequence[Path] | None = None) -> pl.LazyFrame:
+        """Lazy scan of `table` over all valid files, or over `files` of them (empty frame with the schema if none)."""
         schema = polars_schema(table)
-        files = self.files(table)
+        files = self.files(table) if files is None else files
         if not files:
             return pl.LazyFrame(schema=schema)
         return pl.scan_parquet(

@@ -25,17 +25,43 @@ def first_event(out: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_
     events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(stop_on))
     if events.is_empty():
         return None
-    return events.sort("epoch", "step", nulls_last=True).row(0, named=True)
+    return events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
+
+
+# the telemetry tables each stoppable detector reads (analysis/detectors.py)
+NEEDS = {"co_energy": ("batches", "epochs", "probes"), "co_pgd_probe": ("epochs",), "ro": ("epochs",),
+         "nan": ("batches",)}
 
 
 class EnergyStop:
-    """A trial's stop rule: `stop(metrics)` -> the first detector event in `stop_on` so far, or None."""
+    """A trial's stop rule: `stop(metrics)` -> the first detector event in `stop_on` so far, or None.
+
+    Incremental: it keeps the rows it has read and, after each epoch, reads only the part files
+    written since (footer-checked once), and only the tables its detectors need; the detectors
+    then run on the whole prefix, so the decision is `first_event`'s (tests/test_stopper_incremental.py).
+    """
 
     def __init__(self, out: str | os.PathLike, trial: str, stop_on=DEFAULT_STOP_ON):
         self.out, self.trial, self.stop_on = out, trial, tuple(stop_on)
+        self.tables = sorted({t for kind in self.stop_on for t in NEEDS.get(kind, ())})
+        self._logs: SweepLogs | None = None
+        self._rows: dict[str, pl.DataFrame] = {}
+
+    def _read(self, table: str) -> pl.DataFrame:
+        if self._logs is None:
+            self._logs = SweepLogs(self.out, warn=False, trials=[self.trial])
+        if table not in self._rows:
+            self._rows[table] = self._logs.scan(table).collect()
+        elif new := self._logs.refresh(table):
+            self._rows[table] = pl.concat([self._rows[table], self._logs.scan(table, new).collect()])
+        return self._rows[table]
 
     def __call__(self, metrics: dict) -> dict | None:
-        return first_event(self.out, self.trial, metrics["epoch"], self.stop_on)
+        upto = pl.col("epoch") <= metrics["epoch"]
+        frames = {t: self._read(t).lazy().filter(upto) if t in self.tables else None
+                  for t in ("batches", "epochs", "probes")}
+        events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(self.stop_on))
+        return None if events.is_empty() else events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
 
 
 def stop_rule(cfg: TrialConfig) -> EnergyStop | None:

@@ -1,6 +1,6 @@
 """Writing the telemetry tables: device-side buffering, atomic Parquet parts, exactly-once resume.
 
-Layout: `<out>/<table>/trial=<trial_id>/part-<seq:06d>.parquet`. A part is written
+Layout: `<out>/<table>/<trial_id>/part-<seq:06d>.parquet` (workloads/run_dir.py). A part is written
 to a hidden temp name and renamed, so a reader never sees a partial file. The
 checkpoint stores each table's next sequence number; on resume `truncate` deletes
 the parts written after it (they are recomputed identically), so no (trial, step)
