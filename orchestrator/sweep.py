@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.space import expand
-from workloads.config import DEFAULT_STOP_ON, TrialConfig, legacy_trial_id, trial_id
+from workloads.config import DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, flatten, legacy_trial_id, trial_id
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
@@ -129,6 +130,34 @@ class SweepPlan:
         RunDir(out).create("sweep.out")
         return cls(config, trials, legacy)
 
+    def params(self) -> dict[str, dict]:
+        """{trial id: {key: value}} for the flattened config keys that vary across the plan's trials.
+
+        Keys in `flatten` order (`method.name`, `attack.eps`, ..., `seed`), run-only keys left out; a
+        `method.*` / `attack.*` field that a trial's method and attack never read is None for that trial
+        (`read_fields`, as the ranking shows it). A one-trial sweep varies nothing: {id: {}}."""
+        from workloads.methods import read_fields
+
+        flat = {t.trial_id: {k: v for k, v in flatten(t).items() if k not in RUN_ONLY} for t in self.trials}
+        read = {tid: read_fields(f) for tid, f in flat.items()}
+        keys = list(dict.fromkeys(k for f in flat.values() for k in f))  # every trial has every key: flatten order
+        varying = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str)
+                                            for r in read.values()}) > 1]
+        return {tid: {k: r.get(k) for k in varying} for tid, r in read.items()}
+
+    def param_space(self) -> dict:
+        """Tune's param_space: a grid over trial ids (`config["trial"]`, the key the trainable runs by) and, per
+        varying key, its value for that trial (`params`). So Tune's config, the ResultGrid, the console table,
+        params.json and TensorBoard's HParams show the hyperparameters; the trainable never reads them."""
+        from ray import tune
+
+        from orchestrator.trainable import PerTrial
+
+        params = self.params()
+        keys = next(iter(params.values()), {})
+        return {"trial": tune.grid_search(list(params)),
+                **{k: PerTrial({tid: p[k] for tid, p in params.items()}) for k in keys}}
+
     # --- running ---------------------------------------------------------------------------------
     def tuner(self):
         """A Ray Tune Tuner for the plan (restored from the sweep directory if it ran before)."""
@@ -153,7 +182,7 @@ class SweepPlan:
                                                       max_t=max(t.epochs for t in self.trials))
         return tune.Tuner(
             trainable,
-            param_space={"trial": tune.grid_search(list(configs))},
+            param_space=self.param_space(),
             tune_config=tune.TuneConfig(metric="val_acc_pgd", mode="max", scheduler=scheduler,
                                         max_concurrent_trials=s.max_concurrent or None,
                                         trial_dirname_creator=lambda tr: tr.config["trial"],

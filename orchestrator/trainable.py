@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 
 from ray import tune
+from ray.tune.search.sample import Domain, Sampler
+from ray.tune.search.variant_generator import RecursiveDependencyError
 
 from orchestrator.stopper import stop_rule
 from workloads.config import from_dict
@@ -13,8 +15,43 @@ from workloads.run_dir import RunDir, atomic_write
 from workloads.trial import Trial
 
 
+class PerTrial(Domain):
+    """A param_space entry whose value is set by the trial: `values[config["trial"]]` (`SweepPlan.param_space`).
+
+    Tune resolves it like any search-space variable once the grid has picked `trial`, so it is one of the
+    trial's `evaluated_params`: the console's trial table and TensorBoard's HParams show it, as do the trial's
+    config, params.json and the ResultGrid. (`tune.sample_from` would set the config but Tune resolves it
+    outside its variables: neither the table nor HParams would show it.) A saved Tune experiment refers to
+    this class by name (tuner.pkl): keep the name for `Tuner.restore`."""
+
+    class _Lookup(Sampler):
+        def sample(self, domain, config=None, size=1, random_state=None):
+            config = config or {}
+            config = config.get("config", config)  # Ray's variant generator passes the experiment spec
+            trial = config.get("trial")
+            if not isinstance(trial, str):  # the grid has not set it yet: Tune retries after the other variables
+                raise RecursiveDependencyError(f"a per-trial value needs config['trial'], got {trial!r}")
+            value = domain.values[trial]
+            return value if size == 1 else [value] * size
+
+    default_sampler_cls = _Lookup
+
+    def __init__(self, values: dict[str, object]):
+        self.values = values
+
+    def is_valid(self, value) -> bool:
+        return value in self.values.values()
+
+    @property
+    def domain_str(self) -> str:
+        return f"per trial: {sorted(set(map(repr, self.values.values())))}"
+
+
 def run_trial(config: dict, configs: dict[str, dict]) -> None:
-    """Tune trainable: `config["trial"]` is a trial id, `configs[id]` its TrialConfig as a dict (out = the sweep)."""
+    """Tune trainable: `config["trial"]` is a trial id, `configs[id]` its TrialConfig as a dict (out = the sweep).
+
+    The trial runs the config validated when the sweep was planned, looked up by id. The other keys of
+    `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for Tune to show; they are never read."""
     cfg = from_dict(configs[config["trial"]])
     ckpt_dir = RunDir(cfg.out).checkpoints(cfg.trial_id)
     restored = tune.get_checkpoint()
