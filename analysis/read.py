@@ -3,6 +3,7 @@
 Layout (written by trials; paths owned by workloads/run_dir.py):
 
     <sweep>/<table>/<id>/part-<seq>.parquet            table in TABLES; every file holds `trial`
+    <sweep>/<table>/<id>/part-<first>-<last>.parquet   parts first..last merged (a file inside its range is skipped)
     <sweep>/trials/trial=<id>/config.json              flattened trial config
     <sweep>/trials/trial=<id>/result.json              {"status", "reason", "epochs_done", ...}
 
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 
 from workloads.run_dir import LEGACY_PREFIX
 from workloads.telemetry.schema import TABLES, arrow_schema
+from workloads.telemetry.writer import part_range, visible_parts
 
 RESULT_KEYS = ("status", "reason", "epochs_done")
 
@@ -94,7 +96,9 @@ class SweepLogs:
                            else ["*"])
         self.skipped: list[tuple[Path, str]] = []
         self._files: dict[str, list[Path]] = {}
-        self._seen: dict[str, set[Path]] = {}
+        self._seen: dict[str, set[Path]] = {}  # footer-checked
+        self._valid: dict[str, set[Path]] = {}  # ... and readable
+        self.dropped: dict[str, list[Path]] = {}  # per table: files the last refresh took away (see refresh)
         missing = [str(d) for d in self.dirs if not d.is_dir()]
         if missing:
             raise SweepError(f"sweep directory not found: {', '.join(missing)}")
@@ -111,23 +115,42 @@ class SweepLogs:
         return self._files[table]
 
     def refresh(self, table: str) -> list[Path]:
-        """List `table` again; footer-check only the files not seen before; the new valid ones."""
+        """List `table` again; footer-check only the files not seen before; the new valid ones.
+
+        A merged file (`part-<first>-<last>`) hides the files of its folder whose range it covers (a crash
+        left them, or it replaced them since the last listing). When it replaces only files listed before,
+        it is not new (it holds the same rows); when files listed before are gone without such a
+        replacement, `dropped[table]` names them and a caller holding their rows must read again."""
         known = self._seen.setdefault(table, set())
-        found = [p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
-                 if p not in known and not _hidden(p, d)]
+        valid = self._valid.setdefault(table, set())
+        listed = [p for d in self.dirs for part in self.partitions for p in (d / table).glob(f"{part}/*.parquet")
+                  if not _hidden(p, d)]
+        found = [p for p in listed if p not in known]
         known.update(found)
         with ThreadPoolExecutor(max_workers=8) as pool:
             reasons = list(pool.map(lambda p: check_file(p, table), found))
-        new = []
         for path, why in zip(found, reasons):
             if why is None:
-                new.append(path)
+                valid.add(path)
             else:
                 self.skipped.append((path, why))
                 if self.warn:
                     print(f"warning: skipping {path}: {why}", file=sys.stderr)
+        visible = visible_parts([p for p in listed if p in valid])
+        before, now = set(self._files.get(table, [])), set(visible)
+        new, gone = [], before - now
+        for path in now - before:
+            span = part_range(path.name)
+            inside = [p for p in gone if span and p.parent == path.parent and (r := part_range(p.name))
+                      and span[0] <= r[0] and r[1] <= span[1]]
+            covers = {i for p in inside for i in range(part_range(p.name)[0], part_range(p.name)[1] + 1)}
+            if inside and covers == set(range(span[0], span[1] + 1)):
+                gone -= set(inside)  # the same rows in one file: nothing new, nothing lost
+            else:
+                new.append(path)
         order = lambda p: (_trial_of(p), p.name)  # noqa: E731  trial id, then part sequence
-        self._files[table] = sorted(self._files.get(table, []) + new, key=order)
+        self.dropped[table] = sorted(gone, key=order)
+        self._files[table] = sorted(visible, key=order)
         return sorted(new, key=order)
 
     def trial_ids(self, table: str) -> list[str]:

@@ -52,8 +52,12 @@ class EnergyStop:
             self._logs = SweepLogs(self.out, warn=False, trials=[self.trial])
         if table not in self._rows:
             self._rows[table] = self._logs.scan(table).collect()
-        elif new := self._logs.refresh(table):
-            self._rows[table] = pl.concat([self._rows[table], self._logs.scan(table, new).collect()])
+        else:
+            new = self._logs.refresh(table)  # a merged file holding rows already read is not new
+            if self._logs.dropped[table]:  # files read before are gone (e.g. a resume truncated them): read again
+                self._rows[table] = self._logs.scan(table).collect()
+            elif new:
+                self._rows[table] = pl.concat([self._rows[table], self._logs.scan(table, new).collect()])
         return self._rows[table]
 
     def __call__(self, metrics: dict) -> dict | None:

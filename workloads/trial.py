@@ -285,8 +285,12 @@ class Trial:
                 self.best = {"acc_pgd": metrics["val_acc_pgd"], "epoch": epoch}
                 self._save(self.checkpoint_dir / "best.pt", weights_only=True)
             self.epoch = epoch + 1
+            # merge the parts the previous checkpoint committed (one epoch behind: never uncommitted parts,
+            # so a resume never truncates a merged file); a finished trial keeps its last epoch's parts
+            self.log.compact(self.committed)
             self.stop_event = stop(metrics) if stop else None
             self._save(self.checkpoint_dir / "last.pt")
+            self.committed = self.log.seqs()
             if on_epoch:
                 on_epoch(metrics | {"stopped": self.stop_event is not None})
         if self.stop_event is not None:
@@ -359,6 +363,7 @@ class Trial:
         for table, part in self.log.parts.items():
             part.seq = seqs.get(table, 0)
         self.log.truncate()
+        self.committed = self.log.seqs()  # what the checkpoint holds: the next compaction's bound
         return path.exists()
 
 

@@ -5,6 +5,14 @@ to a hidden temp name and renamed, so a reader never sees a partial file. The
 checkpoint stores each table's next sequence number; on resume `truncate` deletes
 the parts written after it (they are recomputed identically), so no (trial, step)
 row is ever duplicated or missing.
+
+Compaction: before each checkpoint, the parts the previous checkpoint committed and not yet
+merged become one `part-<first:06d>-<last:06d>.parquet` (written atomically, then the parts it
+covers are deleted). It counts as the parts first..last, so sequence numbers keep their meaning;
+it only ever covers committed parts (last < a checkpoint's seq), so a resume never truncates it.
+A file whose range lies inside another file's range in the same folder (a part left by a crash
+between the merged file's rename and the deletes) is a duplicate: readers skip it
+(`visible_parts`), and `truncate` and the next compaction delete it.
 """
 from __future__ import annotations
 
@@ -68,6 +76,38 @@ def abnormal_share(logits_adv: Tensor, logits_start: Tensor, y: Tensor) -> Tenso
         return (abnormal.view(y.shape) * real).sum(-1) / real.sum(-1)
 
 
+def part_range(name: str) -> tuple[int, int] | None:
+    """The part numbers a file covers, from its name: `part-000007.parquet` -> (7, 7),
+    `part-000004-000009.parquet` -> (4, 9); None for a hidden or a named part (`part-stop`)."""
+    if name.startswith((".", "_")) or not (name.startswith("part-") and name.endswith(".parquet")):
+        return None
+    bounds = name[5:-8].split("-")
+    if len(bounds) not in (1, 2) or not all(b.isdigit() for b in bounds):
+        return None
+    first, last = int(bounds[0]), int(bounds[-1])
+    return (first, last) if first <= last else None
+
+
+def covered_parts(paths: list[Path]) -> set[Path]:
+    """Those of `paths` (files of one folder) whose part range lies inside another's: duplicates."""
+    ranged = sorted(((r, p) for p in paths if (r := part_range(p.name))), key=lambda rp: (rp[0][0], -rp[0][1]))
+    covered, reach = set(), -1
+    for (first, last), path in ranged:  # by first part, the widest first: covered iff an earlier one reaches it
+        if last <= reach:
+            covered.add(path)
+        reach = max(reach, last)
+    return covered
+
+
+def visible_parts(paths: list[Path]) -> list[Path]:
+    """`paths` without the duplicates `covered_parts` finds, folder by folder."""
+    folders: dict[Path, list[Path]] = {}
+    for p in paths:
+        folders.setdefault(p.parent, []).append(p)
+    hidden = set().union(*(covered_parts(ps) for ps in folders.values()))
+    return [p for p in paths if p not in hidden]
+
+
 def _pad(t: Tensor, rows: int, fill: float = 0.0) -> Tensor:
     """t [n, ...] with `fill` rows appended up to `rows`."""
     return t if len(t) == rows else torch.cat([t, t.new_full((rows - len(t), *t.shape[1:]), fill)])
@@ -83,8 +123,8 @@ class PartWriter:
         self.table, self.seq = table, self._next_free() if seq is None else seq
 
     def _next_free(self) -> int:
-        stems = [p.stem.removeprefix("part-") for p in self.dir.glob("part-*.parquet")]
-        return max((int(s) for s in stems if s.isdigit()), default=-1) + 1
+        ranges = [r for p in self.dir.glob("part-*.parquet") if (r := part_range(p.name))]
+        return max((last for _, last in ranges), default=-1) + 1
 
     def write(self, columns: dict[str, Any], name: str | None = None) -> Path | None:
         """Write one part from a dict of equal-length columns (missing columns become null); its path.
@@ -102,15 +142,52 @@ class PartWriter:
             self.seq += 1
         return final
 
+    def _numbered(self) -> dict[Path, tuple[int, int]]:
+        return {p: r for p in self.dir.iterdir() if (r := part_range(p.name))} if self.dir.is_dir() else {}
+
     def truncate(self) -> None:
-        """Delete parts numbered >= self.seq and leftover temp files (written after the last checkpoint)."""
+        """Delete what was written after the last checkpoint (parts and merged files from self.seq on, temp
+        files) and the parts a merged file covers (left by a crash during a compaction)."""
         if not self.dir.is_dir():
             return
         for path in self.dir.iterdir():
-            stem = path.name.lstrip(".").split(".")[0]
-            numbered = stem.startswith("part-") and stem[5:].isdigit()
-            if path.name.startswith(".") or (numbered and int(stem[5:]) >= self.seq):
+            if path.name.startswith("."):
                 path.unlink()
+        numbered = self._numbered()
+        for path, (first, last) in numbered.items():
+            if first >= self.seq:
+                path.unlink()
+            elif last >= self.seq:  # compaction merges only committed parts: a checkpoint went back in time
+                raise RuntimeError(f"{path} covers parts {first}..{last}, across the checkpoint's next part "
+                                   f"{self.seq}: it holds rows from before and after the checkpoint")
+        for path in covered_parts([p for p, (first, _) in numbered.items() if first < self.seq]):
+            path.unlink()
+
+    def compact(self, upto: int) -> Path | None:
+        """Merge the parts numbered below `upto` (a checkpoint's seq: committed) that no merged file holds
+        yet into one `part-<first>-<last>.parquet`, then delete them; the merged file, or None."""
+        numbered = self._numbered()
+        for path in covered_parts(list(numbered)):  # leftovers of a crash during an earlier compaction
+            path.unlink()
+            del numbered[path]
+        group: list[Path] = []
+        for path, (first, last) in sorted(numbered.items(), key=lambda pr: pr[1], reverse=True):
+            if last >= upto:
+                continue  # not committed yet
+            if first != last or (group and last + 1 != numbered[group[0]][0]):
+                break  # a merged file (or a gap): everything before is merged already
+            group.insert(0, path)
+        if len(group) < 2:
+            return None
+        tables = [pq.read_table(p) for p in group]
+        if not all(t.schema.equals(self.schema) for t in tables):
+            return None  # parts of an earlier schema version stay as they are
+        merged = pa.concat_tables(tables)
+        first, last = numbered[group[0]][0], numbered[group[-1]][1]
+        final = atomic_write(self.dir / f"part-{first:06d}-{last:06d}.parquet", lambda tmp: pq.write_table(merged, tmp))
+        for path in group:  # a crash in here leaves parts the merged file covers: readers skip them
+            path.unlink()
+        return final
 
 
 class EnergyLog:
@@ -229,6 +306,11 @@ class EnergyLog:
         """Drop parts written after the checkpoint these sequence numbers came from."""
         for part in self.parts.values():
             part.truncate()
+
+    def compact(self, upto: dict[str, int]) -> None:
+        """Merge each table's parts committed by the checkpoint that stored `upto` (`seqs()`), one file a table."""
+        for table, part in self.parts.items():
+            part.compact(upto.get(table, 0))
 
 
 assert set(DEVICE_COLUMNS) <= {c for c, *_ in BATCHES}
