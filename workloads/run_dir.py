@@ -1,6 +1,7 @@
 """The run directory `<out>`: every path under it, the one atomic write, and a trial's result.
 
-    <out>/<table>/trial=<id>/part-NNNNNN.parquet   telemetry tables (workloads/telemetry)
+    <out>/<table>/<id>/part-NNNNNN[-MMMMMM].parquet telemetry tables (workloads/telemetry; a merged
+                                                   part covers NNNNNN..MMMMMM; earlier sweeps: trial=<id>/)
     <out>/trials/trial=<id>/config.json            the trial's flattened config
     <out>/trials/trial=<id>/result.json            status, progress, best and test accuracies
     <out>/checkpoints/trial=<id>/{last,best}.pt    resume state and best-val weights
