@@ -33,6 +33,7 @@ TRAIN += [
     ("method.reinit=1.5", "method.reinit"), ("optim.betas=[0.9,1.2]", "optim.betas"), ("optim.betas=[0.9]", "optim.betas"),
     ("data.subset=99999999", "data.subset"), ("data.val_size=99999999", "data.val_size"),
     ("data.test_size=99999999", "data.test_size"), ("data.root=/no/such/dir", "data.root"),
+    ("data.subset=256 data.probe_size=512", "data.probe_size"), ("data.probe_size=100000", "data.probe_size"),
     # unknown keys and groups
     ("foo=1", "foo"), ("attack.epz=0.1", "attack.epz"), ("optim.lrr=0.1", "optim.lrr"), ("data.size=3", "data.size"),
     ("method=foo", "method"), ("data=imagenet", "data"), ("model=vit", "model"), ("optim=lion", "optim"),

@@ -105,7 +105,8 @@ def test_training_steps_run_with_the_heap_frozen_out_of_gc(tmp_path):
     during its steps, and collectable again after it."""
     import gc
 
-    trial = Trial(compose_trial(["method=fgsm", "epochs=1", "data.subset=128", "batch_size=64", f"out={tmp_path}"]))
+    trial = Trial(compose_trial(["method=fgsm", "epochs=1", "data.subset=128", "data.probe_size=32", "batch_size=64",
+                                f"out={tmp_path}"]))
     frozen, optimise = [], trial.optimise
     trial.optimise = lambda *a: (frozen.append(gc.get_freeze_count()), optimise(*a))[1]
     assert gc.get_freeze_count() == 0

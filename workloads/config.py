@@ -246,6 +246,9 @@ def validate(cfg: TrialConfig) -> None:
         section, key = name.split(".")
         if getattr(getattr(cfg, section), key) is not None:
             positive(name, getattr(getattr(cfg, section), key), integer=True)
+    if cfg.data.subset is not None and cfg.data.probe_size > cfg.data.subset:  # the probe samples the train set
+        raise ConfigError("data.probe_size", f"{cfg.data.probe_size} is more than the {cfg.data.subset} training "
+                          f"images (data.subset); pass data.probe_size={cfg.data.subset} or less (0: no probe)")
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
