@@ -10,7 +10,7 @@ import json
 
 import polars as pl
 import pytest
-from support.real_logs import EPOCHS, Runs, all_events, real_runs
+from support.real_logs import EPOCHS, Runs, all_events, energy_at, real_runs, trial_overrides
 
 from analysis.detectors import detect, with_actions
 from analysis.read import SweepLogs
@@ -73,3 +73,18 @@ def test_stop_decision_equals_offline_detection_on_the_prefix(runs: Runs) -> Non
 
 def test_healthy_trial_has_no_event_offline_either(runs: Runs) -> None:
     assert all_events(runs.sweep).filter(pl.col("trial") == runs.healthy).is_empty()
+
+
+def test_energy_at_train_stops_early_as_a_sweep_does(runs: Runs, tmp_path) -> None:
+    """`energy-at train ... stop_on=[co_energy]` on the collapsing FGSM run ends at the epoch of the
+    first co_energy event that offline `detect` finds on the same trial's uninterrupted logs."""
+    first = (all_events(runs.full).filter((pl.col("trial") == runs.co) & (pl.col("kind") == "co_energy"))
+             .sort("epoch")["epoch"])
+    assert len(first), "the collapsing run has no co_energy event to stop on"
+    r = energy_at("train", *trial_overrides("fgsm"), "stop_on=[co_energy]", "threads=1", "device=cpu",
+                  f"out={tmp_path}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(next((tmp_path / "trials").glob("*/result.json")).read_text())
+    assert result["status"] == "stopped" and result["stopped_by"] == "co_energy", result
+    assert result["epochs_done"] == first[0] + 1 and result["epochs_done"] < EPOCHS  # early, at the event
+    assert 0 <= result["test_acc_pgd"] <= 1
