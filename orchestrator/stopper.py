@@ -18,14 +18,19 @@ from analysis.read import SweepLogs
 from workloads.config import DEFAULT_STOP_ON, TrialConfig, trial_id
 
 
+TABLES = ("batches", "epochs", "probes")  # what `detect` reads
+
+
 def first_event(out: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_STOP_ON) -> dict | None:
     """The earliest event of a kind in `stop_on` in `trial`'s logs up to `epoch`, or None."""
     logs = SweepLogs(out, warn=False, trials=[trial])
-    frames = {t: logs.scan(t).filter(pl.col("epoch") <= epoch) for t in ("batches", "epochs", "probes")}
+    return _earliest({t: logs.scan(t).filter(pl.col("epoch") <= epoch) for t in TABLES}, stop_on)
+
+
+def _earliest(frames: dict[str, pl.LazyFrame | None], stop_on) -> dict | None:
+    """The first event of a kind in `stop_on` that `detect` finds in `frames` (table -> rows or None)."""
     events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(stop_on))
-    if events.is_empty():
-        return None
-    return events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
+    return None if events.is_empty() else events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
 
 
 # the telemetry tables each stoppable detector reads (analysis/detectors.py)
@@ -62,10 +67,8 @@ class EnergyStop:
 
     def __call__(self, metrics: dict) -> dict | None:
         upto = pl.col("epoch") <= metrics["epoch"]
-        frames = {t: self._read(t).lazy().filter(upto) if t in self.tables else None
-                  for t in ("batches", "epochs", "probes")}
-        events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(self.stop_on))
-        return None if events.is_empty() else events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
+        return _earliest({t: self._read(t).lazy().filter(upto) if t in self.tables else None for t in TABLES},
+                         self.stop_on)
 
 
 def stop_rule(cfg: TrialConfig) -> EnergyStop | None:

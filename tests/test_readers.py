@@ -55,12 +55,17 @@ def test_pandas_pyarrow_duckdb_polars_read_a_table_folder(sweep, table: str) -> 
     assert lazy.height == n and lazy.schema["trial"] == pl.String
 
 
+def earlier_layout_copy(out: Path, tid: str, dest: Path) -> Path:
+    """A copy of the sweep with each table's folder named `trial=<id>`, as earlier versions wrote it."""
+    shutil.copytree(out, dest)
+    for table in TABLES:
+        (dest / table / tid).rename(dest / table / f"trial={tid}")
+    return dest
+
+
 def test_a_sweep_in_the_earlier_layout_reads_the_same(sweep, tmp_path: Path) -> None:
     out, tid = sweep
-    legacy = tmp_path / "legacy"
-    shutil.copytree(out, legacy)
-    for table in TABLES:
-        (legacy / table / tid).rename(legacy / table / f"trial={tid}")
+    legacy = earlier_layout_copy(out, tid, tmp_path / "legacy")
     new, old = SweepLogs(out), SweepLogs(legacy)
     assert old.trial_ids("batches") == [tid]
     for table in TABLES:
@@ -71,10 +76,7 @@ def test_a_sweep_in_the_earlier_layout_reads_the_same(sweep, tmp_path: Path) -> 
 
 def test_a_resumed_earlier_layout_trial_keeps_writing_its_own_folder(sweep, tmp_path: Path) -> None:
     out, tid = sweep
-    legacy = tmp_path / "legacy"
-    shutil.copytree(out, legacy)
-    for table in TABLES:
-        (legacy / table / tid).rename(legacy / table / f"trial={tid}")
+    legacy = earlier_layout_copy(out, tid, tmp_path / "legacy")
     summary = Trial(compose_trial([*TINY, "epochs=3", f"out={legacy}", f"trial_id={tid}"])).run()
     assert summary["status"] == "finished" and summary["epochs_done"] == 3
     assert not (legacy / "batches" / tid).exists()  # one folder per trial, the one it had

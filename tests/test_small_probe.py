@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from support.real_logs import val_pgd
 
 from analysis.detectors import co_energy, co_pgd_probe, detect
 from analysis.read import SweepLogs
@@ -19,11 +20,6 @@ from workloads.trial import Trial
 
 SMOKE = ["attack.eps=0.1", "epochs=4", "batch_size=64", "data.subset=256", "data.val_size=64",
          "data.probe_size=32", "data.test_size=64", "eval.pgd_steps=2", "threads=1", "device=cpu"]
-
-
-def val_pgd(out, trial: str) -> list[float]:
-    e = SweepLogs(out).scan("epochs").filter((pl.col("trial") == trial) & (pl.col("split") == "val"))
-    return e.sort("epoch").collect()["acc_pgd"].to_list()
 
 
 @pytest.mark.parametrize("method", ["fgsm", "rs_fgsm"])

@@ -147,20 +147,23 @@ def epoch_shifts(batches: pl.DataFrame) -> pl.DataFrame:
         for c in cols)
 
 
-def shift_rule(shifts: pl.DataFrame, signal: str, threshold: float) -> pl.DataFrame:
-    """Stops where `signal` moved >= threshold (on its side) from its earlier epochs' median."""
+def _moved(signal: str) -> pl.Expr:
+    """How far `signal` moved on its side (FREE_SIGNALS), from epoch FREE_WARMUP on (null before)."""
     d = pl.col(signal)
     moved = d.abs() if FREE_SIGNALS[signal] == 0 else FREE_SIGNALS[signal] * d
-    hit = shifts.filter((moved >= threshold) & (pl.col("epoch") >= FREE_WARMUP))
+    return pl.when(pl.col("epoch") >= FREE_WARMUP).then(moved)
+
+
+def shift_rule(shifts: pl.DataFrame, signal: str, threshold: float) -> pl.DataFrame:
+    """Stops where `signal` moved >= threshold (on its side) from its earlier epochs' median."""
+    hit = shifts.filter(_moved(signal) >= threshold)
     return _first(hit.with_columns(step=pl.lit(None, pl.Int64)))
 
 
 def dev_threshold(shifts: pl.DataFrame, lab_dev: pl.DataFrame, signal: str) -> float | None:
     """The smallest threshold with no false stop on the dev split's healthy trials (most recall)."""
     healthy = lab_dev.filter(pl.col("label") == "healthy")["trial"].to_list()
-    d = shifts.filter(pl.col("trial").is_in(healthy) & (pl.col("epoch") >= FREE_WARMUP))[signal]
-    moved = d.abs() if FREE_SIGNALS[signal] == 0 else FREE_SIGNALS[signal] * d
-    worst = moved.drop_nulls().max()
+    worst = shifts.filter(pl.col("trial").is_in(healthy)).select(_moved(signal).max()).item()
     if worst is None:
         return None
     return max(float(worst), 0.0) * (1 + 1e-6) + 1e-9  # just above every healthy move (and a move at all)
@@ -173,15 +176,14 @@ def oracle(lab: pl.DataFrame) -> pl.DataFrame:
             .select("trial", epoch=pl.col("onset").cast(pl.Int32), step=pl.lit(None, pl.Int64)))
 
 
-def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame,
-              free: dict[str, float | None] | None = None) -> dict[str, pl.DataFrame]:
+def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFrame,
+              free: dict[str, float | None]) -> dict[str, pl.DataFrame]:
+    """Every rule's stops on the trials of `c`; `shifts` (epoch_shifts) and the free signals' thresholds."""
     rules = {"oracle: stop at the labelled onset": oracle(lab), **energy_rules(c)}
-    if free:
-        shifts = epoch_shifts(c["batches"])
-        for signal, t in free.items():
-            if t is not None:
-                side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
-                rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = shift_rule(shifts, signal, t)
+    for signal, t in free.items():
+        if t is not None:
+            side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
+            rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = shift_rule(shifts, signal, t)
     rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
     rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
     rules["baseline: ELLE-A rule on aae_frac (AAER)"] = adaptive(c["batches"], "aae_frac")
@@ -240,14 +242,15 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     """(labels of the split's trials, one scoreboard row per rule)."""
     c = load(corpus)
     lab = labels(c)
+    shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
-    shifts = epoch_shifts(c["batches"].filter(pl.col("trial").is_in(dev["trial"].to_list())))
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
     if split != "all":
         lab = lab.filter(pl.col("split") == split)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
-    rows = [{"rule": name} | score(lab, stops) for name, stops in all_rules(c, lab, free).items()]
+    rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free)
+    rows = [{"rule": name} | score(lab, stops) for name, stops in rules.items()]
     return lab, pl.DataFrame(rows)
 
 
