@@ -110,3 +110,28 @@ def test_shift_rule_compares_an_epoch_mean_with_the_median_of_earlier_epochs() -
     shifts = scoreboard.epoch_shifts(batches)
     assert scoreboard.shift_rule(shifts, "aae_frac", 0.2)["epoch"].to_list() == [4]
     assert scoreboard.shift_rule(shifts, "aae_frac", 0.33).is_empty()  # epoch 5: 0.35 - 0.03 = 0.32
+
+
+def test_pack_merges_a_run_into_the_committed_corpus_without_losing_trials(tmp_path) -> None:
+    """A fresh clone resumes the corpus: `pack` keeps the committed trials and adds the run's; a
+    trial in both comes from the run; `run` skips what the corpus holds."""
+    import shutil
+
+    import corpus
+    from support.trained import trained, trial_of
+
+    sweep = trained("erm")
+    dest = tmp_path / "corpus"
+    shutil.copytree(corpus.CORPUS, dest)
+    before = pl.read_parquet(dest / "trials.parquet")
+    new = trial_of(sweep)
+    counts = corpus.pack(sweep, dest)
+    after = pl.read_parquet(dest / "trials.parquet")
+    assert set(after["trial"]) == set(before["trial"]) | {new} and counts["trials"] == after.height
+    assert after.filter(pl.col("trial") == new)["split"].to_list() == ["dev"]  # seed 0
+    batches = pl.read_parquet(dest / "batches.parquet")
+    assert batches.filter(pl.col("trial") == new).height > 0
+    assert batches.filter(pl.col("trial") != new).height == pl.read_parquet(corpus.CORPUS / "batches.parquet").height
+    corpus.pack(sweep, dest)  # packing again replaces the run's rows, it does not add them twice
+    assert pl.read_parquet(dest / "batches.parquet").height == batches.height
+    assert corpus.packed() == set(before["trial"])

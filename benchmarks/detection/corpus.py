@@ -5,10 +5,12 @@
     python benchmarks/detection/corpus.py list               # the grid, one trial a line
 
 `run` trains every trial of GRID x seeds into RUNDIR (no Ray, no stopper: every curve is
-complete), `--jobs` processes with one torch thread each; re-running resumes (finished trials
-are skipped, an interrupted one continues from its last epoch's checkpoint). `pack` writes the
-finished trials' tables into one Parquet file per table under `benchmarks/detection/corpus/`,
-the committed copy that the scoreboard and the tests read (docs/detection.md).
+complete), `--jobs` processes with one torch thread each; re-running resumes (trials finished in
+RUNDIR or already in the committed corpus are skipped, an interrupted one continues from its last
+epoch's checkpoint), so a fresh clone trains only what the corpus lacks. `pack` merges the
+finished trials of RUNDIR into the committed corpus (one Parquet file per table under
+`benchmarks/detection/corpus/`, which the scoreboard and the tests read; docs/detection.md); a
+trial in both is taken from RUNDIR.
 
 Every trial logs what a default trial logs (`telemetry.*` defaults), evaluates PGD-10 with 2
 restarts (alpha eps/4) after every epoch on 1,000 held-out val images (the ground truth) and
@@ -68,24 +70,43 @@ def split_of(seed: int) -> str:
 
 
 def pack(rundir: Path, dest: Path = CORPUS) -> dict[str, int]:
-    """The finished trials' tables as one Parquet file each (and trials.parquet: config + split)."""
+    """RUNDIR's finished trials merged into the corpus at `dest`: one Parquet file per table, and
+    trials.parquet (config + split). Each file is replaced atomically."""
     import polars as pl
 
     from analysis.read import SweepLogs
 
     logs = SweepLogs([str(rundir)])
     info = logs.trials().filter(pl.col("status") == "finished")
+    info = info.with_columns(pl.col("seed").map_elements(split_of, return_dtype=pl.String).alias("split"))
     ids = info["trial"].to_list()
     dest.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for table in TABLES:
-        frame = logs.scan(table).filter(pl.col("trial").is_in(ids)).sort("trial", "epoch").collect()
-        frame.write_parquet(dest / f"{table}.parquet", compression="zstd", compression_level=19)
+    for table, new in [*((t, logs.scan(t).filter(pl.col("trial").is_in(ids)).collect()) for t in TABLES),
+                       ("trials", info)]:
+        frame = _merged(dest / f"{table}.parquet", new, ids).sort("trial", *(["epoch"] if table != "trials" else []))
+        tmp = dest / f".{table}.parquet.tmp"
+        frame.write_parquet(tmp, compression="zstd", compression_level=19)
+        tmp.replace(dest / f"{table}.parquet")
         counts[table] = frame.height
-    info = info.with_columns(pl.col("seed").map_elements(split_of, return_dtype=pl.String).alias("split"))
-    info.write_parquet(dest / "trials.parquet")
-    counts["trials"] = info.height
     return counts
+
+
+def _merged(path: Path, new, ids: list[str]):
+    """The committed rows of trials not in `ids`, then `new` (columns a side lacks are null)."""
+    import polars as pl
+
+    if not path.exists():
+        return new
+    return pl.concat([pl.read_parquet(path).filter(~pl.col("trial").is_in(ids)), new], how="diagonal_relaxed")
+
+
+def packed() -> set[str]:
+    """The trial ids the committed corpus holds."""
+    import polars as pl
+
+    path = CORPUS / "trials.parquet"
+    return set(pl.read_parquet(path, columns=["trial"])["trial"]) if path.exists() else set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "list":
         print("\n".join(" ".join(t) for t in trials()))
     elif a.cmd == "run":
-        todo = trials(tuple(int(s) for s in a.seeds.split(",")))
+        done = packed()
+        todo = [t for t in trials(tuple(int(s) for s in a.seeds.split(","))) if t[-1].split("=", 1)[1] not in done]
+        print(f"{len(done)} trials already in {CORPUS.relative_to(HERE.parent.parent)}", flush=True)
         for t in todo:
             build(t, a.rundir)  # every config valid before anything starts
         run_grid(Path(a.rundir).resolve(), todo, a.jobs, longest_first=False)
