@@ -204,9 +204,24 @@ def _train(trial, cfg) -> int:
           + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
     from orchestrator.stopper import stop_rule
 
-    summary = trial.run(stop=stop_rule(cfg), progress=sys.stderr.isatty())
+    sync = tracking(cfg)
+    try:
+        summary = trial.run(None if sync is None else lambda _: sync.update(trial.id), stop=stop_rule(cfg),
+                            progress=sys.stderr.isatty())
+    finally:
+        if sync is not None:
+            sync.finish(trial.id)
     print(format_summary(summary, trial))
     return 0 if summary["status"] in ("finished", "stopped") else 1
+
+
+def tracking(cfg):
+    """The TrackingSync of `cfg.tracking` (orchestrator/tracking), or None without trackers."""
+    if not cfg.tracking:
+        return None
+    from orchestrator.tracking import TrackingSync
+
+    return TrackingSync(cfg.out, cfg.tracking)
 
 
 def format_summary(s: dict, trial) -> str:
@@ -240,7 +255,9 @@ def sweep(argv: list[str]) -> int:
     except ConfigError as e:
         return fail("sweep", str(e))
     s = plan.settings
-    print(f"sweep {s.name}: {len(plan.trials)} trials -> {plan.dir}  (scheduler {s.scheduler}, "
+    trials = (f"{s.num_samples} trials picked by {s.search} from {len(plan.search.bases)} validated categorical "
+              "combination(s)" if plan.search else f"{len(plan.trials)} trials")
+    print(f"sweep {s.name}: {trials} -> {plan.dir}  (scheduler {s.scheduler}, "
           f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
     if plan.cluster.kind == "slurm":
         from cluster.slurm import SubmitError

@@ -16,7 +16,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from orchestrator.config import ConfigError, compose_config, compose_trial
-from orchestrator.space import expand
+from orchestrator.search import SEARCHES, SearchPlan
+from orchestrator.space import axes, expand
 from workloads.config import DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, flatten, legacy_trial_id, trial_id
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
@@ -36,8 +37,11 @@ class SweepSettings:
     name: str = "sweep"
     out: str = "runs/sweep"  # the sweep directory: telemetry tables, trial configs, checkpoints, Tune state
     trial: list[str] = field(default_factory=list)  # trial overrides in Hydra sweep syntax
-    num_samples: int = 1  # random draws per grid point (for interval(...) axes)
-    seed: int = 0  # seed of those draws
+    # grid: every grid point x `num_samples` draws of the interval(...) axes, planned and validated up front;
+    # optuna: Tune's OptunaSearch picks `num_samples` trials from the comma lists and intervals (search.py)
+    search: str = "grid"
+    num_samples: int = 1  # grid: random draws per grid point; optuna: trials in all
+    seed: int = 0  # seed of those draws (and of the Optuna sampler)
     scheduler: str = "fifo"  # fifo | asha
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))  # [] = no energy stopper
     resources: Resources = field(default_factory=Resources)
@@ -78,11 +82,13 @@ def _is_trial_override(override: str) -> bool:
 class SweepPlan:
     """A validated plan of trials and how to run them."""
 
-    def __init__(self, config: SweepConfig, trials: list[TrialConfig], legacy: dict[str, TrialConfig] | None = None):
+    def __init__(self, config: SweepConfig, trials: list[TrialConfig], legacy: dict[str, TrialConfig] | None = None,
+                 search: SearchPlan | None = None):
         self.config, self.settings, self.cluster = config, config.sweep, config.cluster
         self.dir = Path(self.settings.out).resolve()
-        self.trials = trials
+        self.trials = trials  # [] when a search algorithm picks them (`search`)
         self.legacy = legacy or {}  # the trials by `legacy_trial_id`: a Tune experiment of an earlier version
+        self.search = search
 
     @classmethod
     def from_overrides(cls, argv: list[str]) -> "SweepPlan":
@@ -98,18 +104,30 @@ class SweepPlan:
         s = config.sweep
         _validate_settings(config)
         out = Path(s.out).resolve()
-        trials = []
-        for i, overrides in enumerate(expand([*s.trial, *trial_args], s.num_samples, s.seed)):
+
+        def planned(overrides: list[str], label: str) -> TrialConfig:
             try:
                 t = compose_trial([*overrides, f"out={out}"])
             except ConfigError as e:
-                raise ConfigError(f"trial {i} ({' '.join(o for o in overrides if o in trial_args or '=' in o)})"
-                                  .replace(" ()", ""), str(e)) from None
+                raise ConfigError(label, str(e)) from None
             threads = max(1, int(s.resources.cpus))
             device = "cuda" if s.resources.gpus > 0 else "cpu"
             t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device,
                         stop_on=list(s.stop_on))
-            trials.append(replace(t, trial_id=trial_id(t)))
+            return replace(t, trial_id=trial_id(t))
+
+        if s.search != "grid":
+            search = SearchPlan.validated(axes([*s.trial, *trial_args]),
+                                          lambda o: planned(o, f"search space ({' '.join(o)})"))
+            if config.cluster.kind == "local":
+                import ray
+
+                if not ray.is_initialized():
+                    _check_local_gpus(s.resources.gpus)
+            RunDir(out).create("sweep.out")
+            return cls(config, [], search=search)
+        trials = [planned(o, f"trial {i} ({' '.join(x for x in o if x in trial_args or '=' in x)})".replace(" ()", ""))
+                  for i, o in enumerate(expand([*s.trial, *trial_args], s.num_samples, s.seed))]
         legacy = {legacy_trial_id(t): t for t in trials}
         unique: dict[str, TrialConfig] = {}
         for t in trials:
@@ -165,28 +183,42 @@ class SweepPlan:
 
         from orchestrator.trainable import run_trial
 
+        from orchestrator.trainable import run_suggested
+
         s = self.settings
         resources = {"cpu": s.resources.cpus, "gpu": s.resources.gpus}
-        configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
         storage = str(self.dir / "tune")
         path = os.path.join(storage, s.name)
         restore = tune.Tuner.can_restore(path)
-        if restore:  # an experiment an earlier version started names its trials by their legacy ids
-            configs |= {old: asdict(replace(t, trial_id=old)) for old, t in self.legacy.items() if old not in configs}
-        trainable = tune.with_resources(tune.with_parameters(run_trial, configs=configs), resources)
+        if self.search is not None:
+            trainable = tune.with_parameters(run_suggested, search=self.search)
+        else:
+            configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
+            if restore:  # an experiment an earlier version started names its trials by their legacy ids
+                configs |= {old: asdict(replace(t, trial_id=old)) for old, t in self.legacy.items()
+                            if old not in configs}
+            trainable = tune.with_parameters(run_trial, configs=configs)
+        trainable = tune.with_resources(trainable, resources)
         if restore:
             return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
         scheduler = None
         if s.scheduler == "asha":
-            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1,
-                                                      max_t=max(t.epochs for t in self.trials))
+            max_t = self.search.max_epochs() if self.search else max(t.epochs for t in self.trials)
+            scheduler = tune.schedulers.ASHAScheduler(time_attr="training_iteration", grace_period=1, max_t=max_t)
+        if self.search is not None:  # the searcher names no trial id up front: Tune's own trial ids name the folders
+            from ray.tune.search.optuna import OptunaSearch
+
+            space, extra = self.search.param_space(), {"search_alg": OptunaSearch(seed=s.seed),
+                                                       "num_samples": s.num_samples,
+                                                       "trial_dirname_creator": lambda tr: tr.trial_id}
+        else:
+            space, extra = self.param_space(), {"trial_dirname_creator": lambda tr: tr.config["trial"],
+                                                "trial_name_creator": lambda tr: tr.config["trial"]}
         return tune.Tuner(
             trainable,
-            param_space=self.param_space(),
+            param_space=space,
             tune_config=tune.TuneConfig(metric="val_acc_pgd", mode="max", scheduler=scheduler,
-                                        max_concurrent_trials=s.max_concurrent or None,
-                                        trial_dirname_creator=lambda tr: tr.config["trial"],
-                                        trial_name_creator=lambda tr: tr.config["trial"]),
+                                        max_concurrent_trials=s.max_concurrent or None, **extra),
             run_config=tune.RunConfig(
                 name=s.name, storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
@@ -254,8 +286,22 @@ def _pythonpath() -> str:
 
 def _validate_settings(config: SweepConfig) -> None:
     s, c = config.sweep, config.cluster
+    if s.scheduler in ("pbt", "pb2"):
+        raise ConfigError("sweep.scheduler", f"{s.scheduler} is not offered: population-based training copies "
+                          "another trial's weights into a running trial and changes its hyperparameters mid-run, "
+                          "so a trial's telemetry would stop being one config's curve from initialisation (trial "
+                          "ids name configs; the energy detectors compare each epoch with the trial's own past). "
+                          "Use sweep.scheduler=asha to end weak trials early, sweep.search=optuna to choose "
+                          "where to sample (docs/sweeps.md)")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError("sweep.scheduler", f"unknown value {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    if s.search not in SEARCHES:
+        raise ConfigError("sweep.search", f"unknown value {s.search!r}; allowed: {', '.join(SEARCHES)}")
+    if s.search == "optuna":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ConfigError("sweep.search", "optuna is not installed: pip install 'energy-at[optuna]'")
     for kind in s.stop_on:
         if kind not in EVENT_KINDS:
             raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")

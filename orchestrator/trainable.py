@@ -9,8 +9,9 @@ from ray import tune
 from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
+from orchestrator.search import SearchPlan
 from orchestrator.stopper import stop_rule
-from workloads.config import from_dict
+from workloads.config import TrialConfig, from_dict
 from workloads.run_dir import RunDir, atomic_write
 from workloads.trial import Trial
 
@@ -52,17 +53,38 @@ def run_trial(config: dict, configs: dict[str, dict]) -> None:
 
     The trial runs the config validated when the sweep was planned, looked up by id. The other keys of
     `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for Tune to show; they are never read."""
-    cfg = from_dict(configs[config["trial"]])
-    ckpt_dir = RunDir(cfg.out).checkpoints(cfg.trial_id)
-    restored = tune.get_checkpoint()
-    if restored is not None:  # Tune's copy wins: telemetry is then truncated to match it (exactly once)
-        with restored.as_directory() as d:
-            atomic_write(ckpt_dir / "last.pt", lambda tmp: shutil.copy2(Path(d) / "last.pt", tmp))
-    trial = Trial(cfg)
+    _run(from_dict(configs[config["trial"]]))
 
-    def on_epoch(metrics: dict) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            shutil.copy2(trial.checkpoint_dir / "last.pt", Path(tmp) / "last.pt")
-            tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    trial.run(on_epoch, stop=stop_rule(cfg))  # a stop ends this function: Tune sees the trial end
+def run_suggested(config: dict, search: SearchPlan) -> None:
+    """Tune trainable of a search algorithm: `config` holds its values for every axis (`SearchPlan`)."""
+    _run(search.config(config))
+
+
+def _run(cfg: TrialConfig) -> None:
+    """Run one trial under Tune: resume from Tune's checkpoint, report and checkpoint every epoch.
+
+    The trial's lock is held as `energy-at train` holds it (two Tune trials of one id, e.g. a search
+    suggesting the same values twice, cannot write one trial's files at once). A trial with nothing left
+    to train (a repeat of a finished one) reports its stored result once, so Tune and the searcher see it."""
+    run_dir = RunDir(cfg.out)
+    ckpt_dir = run_dir.checkpoints(cfg.trial_id)
+    with run_dir.lock(run_dir.trial(cfg.trial_id)):
+        restored = tune.get_checkpoint()
+        if restored is not None:  # Tune's copy wins: telemetry is then truncated to match it (exactly once)
+            with restored.as_directory() as d:
+                atomic_write(ckpt_dir / "last.pt", lambda tmp: shutil.copy2(Path(d) / "last.pt", tmp))
+        trial = Trial(cfg)
+        reports = 0
+
+        def on_epoch(metrics: dict) -> None:
+            nonlocal reports
+            reports += 1
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copy2(trial.checkpoint_dir / "last.pt", Path(tmp) / "last.pt")
+                tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+        summary = trial.run(on_epoch, stop=stop_rule(cfg))  # a stop ends this function: Tune sees the trial end
+        if not reports:
+            tune.report({"trial": trial.id, "epoch": trial.epoch - 1, "val_acc_pgd": summary["best_val_acc_pgd"],
+                         "stopped": summary["status"] == "stopped"})
