@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/analysis_scan.py [--data DIR] [--trials 100 --epochs 100 --steps 4000]
 
-Generates (once, cached under --data) a hive-partitioned sweep of `trials` trials x
-`epochs` epochs x `steps` steps per epoch with the real schema, a few parts per
-trial, healthy / CO / RO / NaN / diverging trials; then times
+Generates (once, cached under --data) a sweep of `trials` trials x `epochs` epochs x
+`steps` steps per epoch with the real schema, written as trials write it (the project's
+PartWriter, a part every `telemetry.flush_every`=100 steps, compacted one epoch behind),
+healthy / CO / RO / NaN / diverging trials; then times
 
   polars: analysis.SweepLogs scan -> analysis.detect -> trial_metrics -> rank
   pandas: the same statistics written plainly with pandas (groupby/rolling/expanding)
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,7 +36,11 @@ from analysis import detect, rank, trial_metrics  # noqa: E402
 from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
 from analysis.read import SweepLogs  # noqa: E402
+from workloads.run_dir import RunDir  # noqa: E402
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema  # noqa: E402
+from workloads.telemetry.writer import PartWriter  # noqa: E402
+
+FLUSH = 100  # telemetry.flush_every's default
 
 
 
@@ -127,31 +133,47 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator) -> tuple[p
     return table, etable, co_epoch
 
 
-def generate(root: Path, trials: int, epochs: int, steps: int, parts: int) -> None:
-    """Write the sweep under `root` unless a matching one is cached there."""
-    params = {"trials": trials, "epochs": epochs, "steps": steps, "parts": parts, "version": 1}
-    marker = root / "_bench.json"
+def generate(root: Path, trials: int, epochs: int, steps: int, flush: int = FLUSH) -> None:
+    """Write the sweep under `root` as trials write it, unless a matching one is cached there.
+
+    Each trial's batches go through the project's PartWriter, a part every `flush` steps (the
+    `telemetry.flush_every` default), and after each epoch the trial's compaction runs one epoch
+    behind (`PartWriter.compact` up to the previous epoch's checkpoint), as `Trial.run` does: a
+    finished trial holds one merged file per epoch but the last, and that epoch's parts."""
+    params = {"trials": trials, "epochs": epochs, "steps": steps, "flush": flush, "version": 2}
+    marker, started = root / "_bench.json", root / "_bench_started.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
         return
+    if not (started.exists() and json.loads(started.read_text()) == params):  # another sweep: start over
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        started.write_text(json.dumps(params))
     t0 = time.perf_counter()
+    run_dir = RunDir(root)
     for i in range(trials):
+        tid = f"t{i:03d}"
+        if run_dir.read_result(tid) is not None:  # written by an interrupted generation: resume after it
+            continue
+        for table_name in ("batches", "epochs"):
+            shutil.rmtree(run_dir.table(table_name, tid), ignore_errors=True)
         rng = np.random.default_rng(1000 + i)
         table, etable, _ = _trial(i, epochs, steps, rng)
-        tid = f"t{i:03d}"
-        for name, tab, k in (("batches", table, parts), ("epochs", etable, 1)):
-            d = root / name / tid
-            d.mkdir(parents=True, exist_ok=True)
-            bounds = np.linspace(0, tab.num_rows, k + 1).astype(int)
-            for seq, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-                pq.write_table(tab.slice(a, b - a), d / f"part-{seq:06d}.parquet")
-        tdir = root / "trials" / f"trial={tid}"
-        tdir.mkdir(parents=True, exist_ok=True)
-        (tdir / "config.json").write_text(json.dumps({**_config(i), "epochs": epochs, "trial_id": tid,
-                                                      "out": str(root)}))
-        status = "failed" if i == 7 else "finished"
-        (tdir / "result.json").write_text(json.dumps({"status": status, "reason": None, "epochs_done": epochs}))
+        batches, ep_writer = PartWriter(root, "batches", tid, seq=0), PartWriter(root, "epochs", tid, seq=0)
+        committed = {"batches": 0, "epochs": 0}
+        for e in range(epochs):
+            for a in range(e * steps, (e + 1) * steps, flush):
+                batches.write(table.slice(a, min(flush, (e + 1) * steps - a)).to_pydict())
+            ep_writer.write(etable.filter(pa.compute.equal(etable["epoch"], e)).to_pydict())
+            batches.compact(committed["batches"])
+            ep_writer.compact(committed["epochs"])
+            committed = {"batches": batches.seq, "epochs": ep_writer.seq}
+        run_dir.write_config(tid, {**_config(i), "epochs": epochs, "trial_id": tid, "out": str(root)})
+        run_dir.write_result(tid, {"status": "failed" if i == 7 else "finished", "reason": None,
+                                   "epochs_done": epochs})
     marker.write_text(json.dumps(params))
-    print(f"generated {trials * epochs * steps:,} batch rows in {time.perf_counter() - t0:.0f} s under {root}")
+    files = sum(1 for _ in (root / "batches").rglob("*.parquet"))
+    print(f"generated {trials * epochs * steps:,} batch rows in {files:,} files in {time.perf_counter() - t0:.0f} s "
+          f"under {root}")
 
 
 # ----------------------------------------------------------------- polars (the analysis package)
@@ -239,10 +261,17 @@ def pandas_co_epoch(ep: pd.DataFrame, z=3.5, min_shift=1.0, warmup=2, min_scale=
     return ev.groupby("trial").head(1).drop(columns="a").assign(kind="co_energy", step=np.nan)
 
 
-def pandas_co_pgd(ep: pd.DataFrame, drop=0.2):
-    e = ep[ep["split"] == "probe"].sort_values(["trial", "epoch"])
-    score = e.groupby("trial")["acc_pgd"].shift(1) - e["acc_pgd"]
-    return _first(e[["trial", "epoch"]].assign(score=score), score > drop, "epoch").assign(kind="co_pgd_probe", step=np.nan)
+def pandas_co_pgd(ep: pd.DataFrame, ratio=0.5, min_drop=0.1, z=3.0):
+    e = ep[ep["split"] == "probe"].sort_values(["trial", "epoch"]).copy()
+    a, n = e["acc_pgd"].where(np.isfinite(e["acc_pgd"])), e["n"].astype("float64")
+    g = a.groupby(e["trial"])
+    best = g.cummax().groupby(e["trial"]).shift(1)
+    n_best = n.where(a == g.cummax()).groupby(e["trial"]).ffill().groupby(e["trial"]).shift(1)
+    pooled = (best * n_best + a * n) / (n_best + n)
+    score = best - a
+    zs = score / np.sqrt(pooled * (1 - pooled) * (1 / n_best + 1 / n))
+    hit = (a <= ratio * best) & (score >= min_drop) & (zs >= z)
+    return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe", step=np.nan)
 
 
 def pandas_ro(ep: pd.DataFrame, margin=0.05, min_rise=0.02, smooth=3):
@@ -334,6 +363,10 @@ def same_events(a: pl.DataFrame, b: pd.DataFrame) -> bool:
         .sort(key, nulls_last=True)
     )
     if left.select(key).rows() != right.select(key).rows():
+        only = {"polars only": left.join(right, on=key, how="anti", nulls_equal=True),
+                "pandas only": right.join(left, on=key, how="anti", nulls_equal=True)}
+        for side, rows in only.items():
+            print(f"  {side}: {rows.height} events, by kind {dict(rows.group_by('kind').len().iter_rows())}")
         return False
     return bool(np.allclose(left["score"].to_numpy(), right["score"].to_numpy(), rtol=1e-6, atol=1e-9))
 
@@ -353,11 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--steps", type=int, default=4000, help="logged batches per epoch")
-    p.add_argument("--parts", type=int, default=4, help="parquet parts per trial")
+    p.add_argument("--flush", type=int, default=FLUSH, help="steps per part, as telemetry.flush_every")
     p.add_argument("--skip-pandas", action="store_true")
     args = p.parse_args(argv)
     root = Path(args.data)
-    generate(root, args.trials, args.epochs, args.steps, args.parts)
+    generate(root, args.trials, args.epochs, args.steps, args.flush)
     rows = args.trials * args.epochs * args.steps
     print(f"data: {root} ({rows:,} batch rows, {os.cpu_count()} cpus, polars {pl.__version__}, "
           f"pandas {pd.__version__})")
