@@ -13,7 +13,7 @@ Frame = pl.DataFrame | pl.LazyFrame
 RUN_ONLY = frozenset({
     "trial", "trial_id", "sweep", "seed", "out", "status", "reason", "epochs_done",
     "has_config", "resume", "device", "threads", "hostname", "slurm_job_id",
-    "data.root", "eval.batch_size",
+    "data.root", "eval.batch_size", "tracking",
 })
 RUN_ONLY_PREFIXES = ("hydra.", "cluster.", "runtime.", "result.", "telemetry.")
 CO_KINDS = ("co_energy", "co_pgd_probe")

@@ -45,22 +45,27 @@ OK = ("finished", "stopped", "diverged")  # outcomes of a trial that ran to its 
 # --- the Hydra task: one trial ------------------------------------------------------------------------
 def task(cfg: DictConfig) -> dict:
     """Run one trial from its Hydra job config; a crash is recorded in result.json, then re-raised."""
+    from orchestrator.cli import tracking
     from orchestrator.stopper import stop_rule
     from workloads.trial import Trial
 
     trial_cfg = validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     _record_job(trial_cfg)
     with _trial_lock(trial_cfg):  # held by another live process: this job fails, its result.json untouched
-        trial = None
+        trial, sync = None, tracking(trial_cfg)
         try:
             trial = Trial(trial_cfg)
-            return trial.run(stop=stop_rule(trial_cfg))
+            on_epoch = None if sync is None else lambda _: sync.update(trial.id)
+            return trial.run(on_epoch, stop=stop_rule(trial_cfg))
         except Exception as e:
             _record_failure(trial_cfg, trial, e)
             if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
                 traceback.print_exc()  # the job's own log shows why
                 atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
             raise
+        finally:
+            if sync is not None:  # after _record_failure: a failed trial's runs end failed
+                sync.finish(trial_id(trial_cfg))
 
 
 main = hydra.main(config_path="conf", config_name="train", version_base=None)(task)

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.search import SEARCHES, SearchPlan
 from orchestrator.space import axes, expand
-from workloads.config import DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, flatten, legacy_trial_id, trial_id
+from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_trackers, flatten, legacy_trial_id,
+                              trial_id)
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
@@ -44,6 +45,8 @@ class SweepSettings:
     seed: int = 0  # seed of those draws (and of the Optuna sampler)
     scheduler: str = "fifo"  # fifo | asha
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))  # [] = no energy stopper
+    # experiment trackers fed by the Tune driver (orchestrator/tracking/): mlflow, tensorboard, wandb
+    tracking: list[str] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 1  # retries of a crashing trial before it is marked failed
     max_concurrent: int = 0  # 0: as many as the resources allow
@@ -96,6 +99,9 @@ class SweepPlan:
         trial_args = [a for a in argv if _is_trial_override(a)]
         sweep_args = [a for a in argv if not _is_trial_override(a)]
         for a in sweep_args:
+            if a.split("=", 1)[0].lstrip("+~") == "tracking":
+                raise ConfigError("tracking", "in a sweep the Tune driver feeds the trackers: set "
+                                  f"sweep.tracking={a.split('=', 1)[-1]} instead")
             if a.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("sweep", "cluster"):
                 raise ConfigError(a.split("=", 1)[0], "not a trial field nor a sweep./cluster. setting; "
                                   f"trial fields: {', '.join(sorted(TRIAL_KEYS))} (the sweep sets `out`: use sweep.out)")
@@ -220,11 +226,19 @@ class SweepPlan:
             tune_config=tune.TuneConfig(metric="val_acc_pgd", mode="max", scheduler=scheduler,
                                         max_concurrent_trials=s.max_concurrent or None, **extra),
             run_config=tune.RunConfig(
-                name=s.name, storage_path=storage,
+                name=s.name, storage_path=storage, callbacks=self.callbacks(),
                 failure_config=tune.FailureConfig(max_failures=s.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=1),
         )
+
+    def callbacks(self) -> list:
+        """Tune callbacks on the driver: the trackers of `sweep.tracking`, fed from the sweep directory."""
+        if not self.settings.tracking:
+            return []
+        from orchestrator.tracking.callback import TrackingCallback
+
+        return [TrackingCallback(self.dir, self.settings.tracking)]
 
     def submit_slurm(self):
         """Submit the sweep as one multi-node Slurm job running `SweepPayload(self)` (cluster/slurm.py)."""
@@ -295,6 +309,7 @@ def _validate_settings(config: SweepConfig) -> None:
                           "where to sample (docs/sweeps.md)")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError("sweep.scheduler", f"unknown value {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
+    check_trackers(list(s.tracking), "sweep.tracking")
     if s.search not in SEARCHES:
         raise ConfigError("sweep.search", f"unknown value {s.search!r}; allowed: {', '.join(SEARCHES)}")
     if s.search == "optuna":

@@ -82,7 +82,10 @@ def _run(cfg: TrialConfig) -> None:
             reports += 1
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copy2(trial.checkpoint_dir / "last.pt", Path(tmp) / "last.pt")
-                tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                try:
+                    tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
+                except SystemExit:  # Tune's scheduler (ASHA) ended the trial: Tune exits its thread in report()
+                    trial.end("scheduler", f"ended by Tune's scheduler after epoch {metrics['epoch']}")
 
         summary = trial.run(on_epoch, stop=stop_rule(cfg))  # a stop ends this function: Tune sees the trial end
         if not reports:

@@ -43,6 +43,7 @@ TRAIN += [
     ("compile=reduce-overhead device=cpu", "compile"), ("compile=max-autotune device=cpu", "compile"),
     ("compile=fast", "compile"), ("precision=fp16", "precision"), ("device=tpu", "device"), ("device=cuda", "device"),
     ("device=cuda:3", "device"), ("method=der method.base=trades", "method.base"), ("stop_on=[foo]", "stop_on"),
+    ("tracking=[foo]", "tracking"), ("tracking=[mlflow,neptune]", "tracking"), ("tracking=mlflow", "tracking"),
     ("out=/proc/energy-at/x", "out"), ("out=/dev/null/x", "out"), ("trial_id=a/b", "trial_id"), ("trial_id='a b'", "trial_id"),
     # grammar
     ("method=fgsm,pgd", "method"), ("epochs=", "epochs"),

@@ -17,6 +17,7 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     assert "status     finished" in r.stdout and "PGD-2" in r.stdout
     assert str(tmp_path) in r.stdout
     assert list(tmp_path.glob("batches/fgsm-*/part-*.parquet"))
+    assert not {"tracking", "mlflow.db", "tensorboard", "wandb"} & {p.name for p in tmp_path.iterdir()}  # none asked for
 
 
 @pytest.mark.parametrize("override, field, hint", [

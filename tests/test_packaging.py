@@ -71,3 +71,14 @@ def test_the_setup_venv_has_the_pinned_versions():
     for name, pin in PINS.items():
         installed = Version(version(name))
         assert Version(installed.public) == pin, f"{name}: installed {installed}, constraints.txt {pin}"
+
+
+def test_the_lock_file_has_one_known_conflict_and_is_complete():
+    """`pip check` on the installed set: only torchattacks' stale requests pin (constraints.txt header);
+    anything else (a missing dependency, a new conflict) means constraints.txt is not a complete lock."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    problems = [line for line in r.stdout.splitlines() if line.strip()]
+    assert [p for p in problems if not p.startswith("torchattacks 3.5.1 has requirement requests~=2.25.1")] == [], \
+        problems

@@ -113,9 +113,15 @@ class TrialConfig:
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
     # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
+    # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
+    tracking: list[str] = field(default_factory=list)
 
 
-RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on")  # keys that do not change what a trial computes
+# keys that do not change what a trial computes
+RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking")
+# tracker name -> the modules it imports (the first is the tracker's own library); `energy-at[<name>]` installs them
+TRACKERS: dict[str, tuple[str, ...]] = {"mlflow": ("mlflow", "sqlalchemy", "alembic"),
+                                        "tensorboard": ("tensorboardX",), "wandb": ("wandb",)}
 PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -187,6 +193,19 @@ def trial_id(cfg: TrialConfig) -> str:
     return old if not started(new) and started(old) else new
 
 
+def check_trackers(names: list[str], field_name: str = "tracking") -> None:
+    """ConfigError(field_name, ...) for an unknown tracker or one whose library is not installed."""
+    import importlib.util
+
+    for name in names:
+        if name not in TRACKERS:
+            raise ConfigError(field_name, f"unknown tracker {name!r}; allowed: {', '.join(sorted(TRACKERS))}")
+        missing = [m for m in TRACKERS[name] if importlib.util.find_spec(m) is None]
+        if missing:
+            lacking = "" if missing[0] == TRACKERS[name][0] else f" (no module {missing[0]})"
+            raise ConfigError(field_name, f"{name} is not installed{lacking}: pip install 'energy-at[{name}]'")
+
+
 def validate(cfg: TrialConfig) -> None:
     """Raise ConfigError for the first bad value, before any work starts."""
     from workloads.attacks import ATTACKS, SINGLE_STEP
@@ -256,6 +275,7 @@ def validate(cfg: TrialConfig) -> None:
 
     for kind in cfg.stop_on:
         choice("stop_on", kind, EVENT_KINDS)
+    check_trackers(cfg.tracking)
     choice("precision", cfg.precision, PRECISIONS)
     if cfg.compile is not None:
         choice("compile", cfg.compile, COMPILE_MODES)

@@ -7,6 +7,10 @@
     <out>/checkpoints/trial=<id>/{last,best}.pt    resume state and best-val weights
     <out>/slurm/...                                Slurm job records (cluster/, orchestrator/)
     <out>/tune/                                    Ray Tune's experiment state
+    <out>/tracking/<id>.json                       what each experiment tracker has of the trial (orchestrator/tracking)
+    <out>/mlflow.db                                MLflow's store (unless MLFLOW_TRACKING_URI names another)
+    <out>/tensorboard/<id>/                        TensorBoard event files of the trial (tracking=[tensorboard])
+    <out>/wandb/                                   W&B's run folders (unless WANDB_DIR names another parent)
 
 Every file here is written whole or not at all: to a hidden temp name beside it, fsynced,
 then renamed over the target (`atomic_write`), so a reader, a crash or a `kill -9` never
@@ -131,6 +135,29 @@ class RunDir:
 
     def tune(self) -> Path:
         return self.root / "tune"
+
+    # --- experiment trackers (orchestrator/tracking) ----------------------------------------------
+    def tracking_state(self, trial: str) -> Path:
+        """The trackers' resume state of a trial: last epoch pushed and run ids, per tracker."""
+        return self.root / "tracking" / f"{trial}.json"
+
+    def read_tracking(self, trial: str) -> dict:
+        return read_json(self.tracking_state(trial)) or {}
+
+    def write_tracking(self, trial: str, state: dict) -> None:
+        write_json(self.tracking_state(trial), state)
+
+    def mlflow_uri(self) -> str:
+        """MLFLOW_TRACKING_URI if set, else `sqlite:///<out>/mlflow.db` (MLflow's recommended local store)."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root.resolve() / 'mlflow.db'}"
+
+    def tensorboard(self, trial: str | None = None) -> Path:
+        """`<out>/tensorboard/` (`tensorboard --logdir` it), or one trial's folder in it."""
+        return self.root / "tensorboard" if trial is None else self.root / "tensorboard" / trial
+
+    def wandb_dir(self) -> Path:
+        """The folder W&B makes its `wandb/` in: WANDB_DIR if set, else `<out>`."""
+        return Path(os.environ.get("WANDB_DIR") or self.root)
 
     # --- a trial's config and result --------------------------------------------------------------
     def read_config(self, trial: str) -> dict | None:
