@@ -119,7 +119,9 @@ def test_pgd_at_beats_erm_under_pgd(tmp_path):
     for method in ("erm", "pgd"):
         summary = Trial(compose_trial([f"method={method}", *common])).run()
         acc[method] = summary["test_acc_pgd"]
-    assert acc["pgd"] > acc["erm"] + 0.2, acc
+    # measured 0.49 vs 0.29; the margin is 3 standard errors of a difference of two 500-image accuracies
+    # (the exact figures move with the CPU's float kernels: 0.2 failed on one machine at a 0.194 gap)
+    assert acc["pgd"] > acc["erm"] + 0.1, acc
 
 
 def test_a_stop_on_the_last_epoch_keeps_the_verdict_and_the_test_results(tmp_path):
