@@ -306,7 +306,7 @@ def _validate_settings(config: SweepConfig) -> None:
                           "so a trial's telemetry would stop being one config's curve from initialisation (trial "
                           "ids name configs; the energy detectors compare each epoch with the trial's own past). "
                           "Use sweep.scheduler=asha to end weak trials early, sweep.search=optuna to choose "
-                          "where to sample (docs/sweeps.md)")
+                          "where to sample (README: With your tools)")
     if s.scheduler not in SCHEDULERS:
         raise ConfigError("sweep.scheduler", f"unknown value {s.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
     check_trackers(list(s.tracking), "sweep.tracking")
