@@ -15,7 +15,7 @@ import polars as pl
 from analysis import detectors
 from analysis.rank import display, export
 from analysis.read import SweepLogs, SweepError
-from analysis.report import build
+from analysis.report import DETAIL_MAX, TOP, build
 from analysis.sql import QueryError, run_sql
 
 
@@ -53,13 +53,19 @@ def report(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="energy-at report", description="HTML report of one or many sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--out", help="HTML file (default <first sweep_dir>/report.html)")
-    parser.add_argument("--max-points", type=int, default=2000, help="batch points per trial plot")
-    parser.add_argument("--max-trials", type=int, default=None, help="plot at most this many trials")
+    parser.add_argument("--max-points", type=int, default=2000,
+                        help="dE points per trial (the overview: at most 120,000 over all trials)")
+    parser.add_argument("--max-trials", type=int, default=DETAIL_MAX,
+                        help=f"detail sections at most (default {DETAIL_MAX}; the overview shows every trial)")
+    parser.add_argument("--top", type=int, default=TOP, help=f"detail for the N best trials (default {TOP})")
+    parser.add_argument("--webgl", choices=["auto", "on", "off"], default="auto",
+                        help="draw the overview's lines with WebGL (auto: figures with many points)")
     parser.add_argument("--ranking", help="also export the ranking (.csv, .json or .parquet)")
     def run(args: argparse.Namespace) -> int:
         sweep = _sweep(args.sweep_dirs)
         out = Path(args.out) if args.out else Path(args.sweep_dirs[0]) / "report.html"
-        result = build(sweep, out, max_points=args.max_points, max_trials=args.max_trials)
+        result = build(sweep, out, max_points=args.max_points, max_trials=args.max_trials, top=args.top,
+                       webgl={"auto": None, "on": True, "off": False}[args.webgl])
         if args.ranking:
             export(result.ranking, args.ranking)
         _print_table(display(result.ranking))

@@ -182,8 +182,11 @@ class SweepLogs:
             cast_options=_CAST,
         )
 
-    def trials(self) -> pl.DataFrame:
-        """One row per trial dir: trial, sweep, status, reason, epochs_done, then config keys."""
+    def trials(self, *, results: bool = False) -> pl.DataFrame:
+        """One row per trial dir: trial, sweep, status, reason, epochs_done, then config keys.
+
+        With `results`, also every other scalar of result.json as `result.<key>` (e.g.
+        `result.test_acc_pgd`, `result.best_val_acc_pgd`; null where a trial has none)."""
         rows: list[dict] = []
         for d in self.dirs:
             for tdir in sorted((d / "trials").glob("trial=*")):
@@ -195,6 +198,9 @@ class SweepLogs:
                 row |= {k: result.get(k) for k in RESULT_KEYS}
                 row["has_config"] = bool(config)
                 row |= {k: v for k, v in config.items() if k not in row}
+                if results:
+                    row |= {f"result.{k}": v for k, v in result.items()
+                            if k not in RESULT_KEYS and not isinstance(v, (dict, list))}
                 rows.append(row)
         return _frame(rows)
 

@@ -173,3 +173,68 @@ def prefix(tables: dict[str, pa.Table], last_step: int, steps: int) -> dict[str,
         "epochs": tables["epochs"].filter(pc.less_equal(tables["epochs"]["epoch"], done)),
         "probes": tables["probes"].filter(pc.less_equal(tables["probes"]["epoch"], done)),
     }
+
+
+def write_table(root: Path, name: str, trial: str, cols: dict[str, np.ndarray | list]) -> Path:
+    """One part of table `name` for `trial` (columns not given are null), as a trial's writer lays it out."""
+    n = len(next(iter(cols.values())))
+    d = RunDir(root).table(name, trial)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"part-{len(list(d.glob('part-*.parquet'))):06d}.parquet"
+    cols = {"schema_version": np.full(n, SCHEMA_VERSION), "trial": [trial] * n, **cols}
+    pq.write_table(_table(name, cols, n), path)
+    return path
+
+
+MANY_METHODS = ("fgsm", "rs_fgsm", "n_fgsm", "pgd")
+MANY_EPS = (0.1, 0.2, 0.3)
+
+
+def many_trials_sweep(root: Path, n_trials: int, *, epochs: int = 10, steps: int = 30, n_probe: int = 32,
+                      parts: int = 2) -> dict[str, dict]:
+    """A sweep of `n_trials` trials over MANY_METHODS x MANY_EPS x seeds, as a sweep with the stopper on
+    leaves it: FGSM at eps >= 0.2 and RS-FGSM at eps 0.3 with an odd seed collapse (CO) at epoch 3-6 and
+    stop there (result 'stopped', an `events` row with action 'stopped' for the co_pgd_probe event the
+    detectors find); PGD at eps 0.3 overfits (RO, finishes); every 7th trial has no test results in
+    result.json; every 5th an `evals` table (clean, pgd20, autoattack). Returns trial id -> facts
+    (method, eps, seed, co_epoch, ro, stopped, test, evals)."""
+    facts: dict[str, dict] = {}
+    for i in range(n_trials):
+        method, eps, seed = MANY_METHODS[i % 4], MANY_EPS[(i // 4) % 3], i // 12
+        trial = f"{method}-e{eps:g}-s{seed}-{i:04d}"
+        co = (method == "fgsm" and eps >= 0.2) or (method == "rs_fgsm" and eps == 0.3 and seed % 2 == 1)
+        co_epoch = 3 + (seed + i) % 4 if co and 3 + (seed + i) % 4 < epochs else None
+        ro = method == "pgd" and eps == 0.3 and co_epoch is None
+        n_epochs = epochs if co_epoch is None else co_epoch + 1  # a stopped trial ends at its stop epoch
+        tables = synth_trial(trial, epochs=n_epochs, steps=steps, co_epoch=co_epoch, n_probe=n_probe,
+                             ro_peak=min(epochs // 2, 6) if ro else None, seed=i,
+                             shape=("flat", "drift", "warmup", "flat")[i % 4])
+        ep = tables["epochs"]
+        pgd_final = float(ep.filter(pc.equal(ep["split"], "val"))["acc_pgd"][-1].as_py())
+        write_sweep(root, {trial: tables}, parts=parts,
+                    configs={trial: {"method.name": method, "attack.eps": eps, "seed": seed, "epochs": epochs,
+                                     "optim.lr": 0.05 if method != "pgd" else 0.1, "data.name": "fashion_mnist"}})
+        result = {"status": "finished", "reason": None, "epochs_done": n_epochs}
+        if co_epoch is not None:
+            evidence = f"probe acc_pgd 0.01 <= 0.5 x best earlier (epoch {co_epoch - 1})"
+            result |= {"status": "stopped", "stopped_by": "co_pgd_probe",
+                       "reason": f"co_pgd_probe at epoch {co_epoch}: {evidence}"}
+            write_table(root, "events", trial, {
+                "kind": ["co_pgd_probe"], "epoch": [co_epoch], "step": [None], "score": [0.5],
+                "evidence": [evidence], "action": ["stopped"]})
+        test = i % 7 != 3
+        if test:
+            acc = 0.02 if co_epoch is not None else pgd_final - 0.01
+            result |= {"test_n": 1000, "test_acc_pgd": acc, "test_acc_nat": min(1.0, acc + 0.35 + 0.01 * (i % 5)),
+                       "best_test_acc_pgd": pgd_final - 0.015, "best_test_acc_nat": min(1.0, pgd_final + 0.34)}
+        (root / "trials" / f"trial={trial}" / "result.json").write_text(json.dumps(result))
+        evals = i % 5 == 0
+        if evals:
+            attacks = ["clean", "pgd20", "autoattack"]
+            write_table(root, "evals", trial, {
+                "attack": attacks, "eps": [0.0, eps, eps], "n": [500] * 3, "which": ["best"] * 3,
+                "accuracy": [0.85, pgd_final - 0.03, pgd_final - 0.06], "split": ["test"] * 3,
+                "steps": [None, 20, None], "wall_time": [1.7e9 + k for k in range(3)]})
+        facts[trial] = {"method": method, "eps": eps, "seed": seed, "co_epoch": co_epoch, "ro": ro,
+                        "stopped": co_epoch is not None, "test": test, "evals": evals}
+    return facts
