@@ -233,12 +233,16 @@ class SweepPlan:
         )
 
     def callbacks(self) -> list:
-        """Tune callbacks on the driver: the trackers of `sweep.tracking`, fed from the sweep directory."""
-        if not self.settings.tracking:
-            return []
-        from orchestrator.tracking.callback import TrackingCallback
+        """Tune callbacks on the driver: trials the scheduler ended recorded as stopped, then the trackers of
+        `sweep.tracking`, fed from the sweep directory (so they see that record)."""
+        from orchestrator.trainable import SchedulerStops
 
-        return [TrackingCallback(self.dir, self.settings.tracking)]
+        callbacks = [SchedulerStops(str(self.dir), self.settings.scheduler)]
+        if self.settings.tracking:
+            from orchestrator.tracking.callback import TrackingCallback
+
+            callbacks.append(TrackingCallback(self.dir, self.settings.tracking))
+        return callbacks
 
     def submit_slurm(self):
         """Submit the sweep as one multi-node Slurm job running `SweepPayload(self)` (cluster/slurm.py)."""

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from ray import tune
+from ray.tune import Callback
 from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
@@ -82,12 +83,31 @@ def _run(cfg: TrialConfig) -> None:
             reports += 1
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copy2(trial.checkpoint_dir / "last.pt", Path(tmp) / "last.pt")
-                try:
-                    tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
-                except SystemExit:  # Tune's scheduler (ASHA) ended the trial: Tune exits its thread in report()
-                    trial.end("scheduler", f"ended by Tune's scheduler after epoch {metrics['epoch']}")
+                tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
         summary = trial.run(on_epoch, stop=stop_rule(cfg))  # a stop ends this function: Tune sees the trial end
         if not reports:
             tune.report({"trial": trial.id, "epoch": trial.epoch - 1, "val_acc_pgd": summary["best_val_acc_pgd"],
                          "stopped": summary["status"] == "stopped"})
+
+
+class SchedulerStops(Callback):
+    """Records in result.json the trials that Tune's scheduler ended (ASHA): Tune stops such a trial's
+    actor right after a report, before the trial can write why it ended, so the driver does it. A trial
+    that ended by itself has already written `finished` / `stopped` and is left alone."""
+
+    def __init__(self, out: str, scheduler: str):
+        self.out, self.scheduler = out, scheduler
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        last = trial.last_result or {}
+        tid, run_dir = last.get("trial"), RunDir(self.out)
+        result = run_dir.read_result(tid) if isinstance(tid, str) else None
+        if result is None or result.get("status") != "running" or "epoch" not in last:
+            return
+        best = (trial.metric_analysis.get("val_acc_pgd") or {}).get("max", result.get("best_val_acc_pgd"))
+        run_dir.write_result(tid, result | {
+            "status": "stopped", "stopped_by": self.scheduler, "epochs_done": last["epoch"] + 1,
+            "steps_done": last.get("step", -1) + 1, "best_val_acc_pgd": best,
+            "reason": f"{self.scheduler}: Tune's scheduler ended the trial after epoch {last['epoch']} "
+                      "(no test evaluation: energy-at eval runs one)"})

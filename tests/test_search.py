@@ -78,8 +78,9 @@ def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(t
         assert "co_pgd_probe" in cfg["stop_on"]  # the energy stopper ran in every trial
         result_json = json.loads((tmp_path / "trials" / f"trial={tid}" / "result.json").read_text())
         assert result_json["status"] in ("finished", "stopped"), result_json
-        if result_json["stopped_by"] == "scheduler":  # ASHA ended it: recorded as such, not left `running`
-            assert result_json["reason"].startswith("ended by Tune's scheduler after epoch")
+        if result_json["stopped_by"] == "asha":  # ASHA ended it: recorded as such, not left `running`
+            assert result_json["reason"].startswith("asha: Tune's scheduler ended the trial after epoch")
+            assert result_json["epochs_done"] == result.metrics["epoch"] + 1
         ran[tid] = c["attack.eps"]
     assert len(set(ran.values())) == 3  # three different draws, each its own trial
     assert (tmp_path / "batches").is_dir() and sorted(p.name for p in (tmp_path / "batches").iterdir()) == sorted(ran)

@@ -123,7 +123,6 @@ class Trial:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
         self.stop_event: dict | None = None  # the event that stopped the trial (kept in the checkpoint)
-        self.ended_by: tuple[str, str] | None = None  # (who, why) when something outside the stop rule ended it
         self.run_dir = RunDir(self.out)
         self.checkpoint_dir = self.run_dir.checkpoints(self.id)
         self.trial_dir = self.run_dir.trial(self.id)
@@ -275,7 +274,7 @@ class Trial:
         started = time.time()
         status, reason = "finished", None
         for epoch in range(self.epoch, self.cfg.epochs):
-            if self.stop_event is not None or self.ended_by is not None:  # a stop (also one resumed) is final
+            if self.stop_event is not None:  # resumed after a stop: the stop is final
                 break
             reason = self.train_epoch(epoch, progress)
             if reason:
@@ -298,19 +297,12 @@ class Trial:
             e = self.stop_event
             status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"
             self.log.write_stop(e)  # one named part: a resume after a crash here rewrites it, never adds one
-        elif self.ended_by is not None and self.epoch < self.cfg.epochs:
-            status, reason = "stopped", self.ended_by[1]
         summary = self._result(status, reason) | {"seconds": time.time() - started}
         if status in ("finished", "stopped"):
             self.run_dir.write_result(self.id, summary)  # why it ended, even if the process ends during the test
             summary |= self.final_evaluation()
         self.run_dir.write_result(self.id, summary)
         return summary
-
-    def end(self, by: str, reason: str) -> None:
-        """End the trial after the current epoch for a reason outside its own stop rule (Tune's scheduler):
-        `run` then records it as stopped by `by` and evaluates on test as after any stop."""
-        self.ended_by = (by, reason)
 
     def final_evaluation(self) -> dict:
         """Clean and PGD accuracy on the test split of the last model and of the best-val checkpoint."""
@@ -335,9 +327,7 @@ class Trial:
     def _result(self, status: str, reason: str | None) -> dict:
         return {"trial": self.id, "status": status, "reason": reason, "epochs_done": self.epoch,
                 "steps_done": self.step, "best_val_acc_pgd": self.best["acc_pgd"], "best_epoch": self.best["epoch"],
-                "stopped_by": self.stop_event["kind"] if self.stop_event is not None
-                else self.ended_by[0] if self.ended_by is not None and status == "stopped" else None,
-                "out": str(self.out)}
+                "stopped_by": None if self.stop_event is None else self.stop_event["kind"], "out": str(self.out)}
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _state(self) -> dict:
