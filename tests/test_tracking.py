@@ -362,5 +362,12 @@ def test_a_sweep_feeds_the_trackers_from_the_tune_driver(tmp_path):
         acc = tensorboard(RunDir(out).tensorboard(tid))
         same([(e.step, e.value) for e in acc.Scalars("val_acc_pgd")], curve)
 
+    # the README's read-back line ("With your tools"), run as written on this sweep's store
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith('python -c "import mlflow'))
+    code = line.split('"', 1)[1].rsplit('"', 1)[0].replace("runs/tracked", str(out)).replace("'tracked'", repr(out.name))
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and all(tid in shown.stdout for tid in tids), shown.stdout + shown.stderr
+
     bad = energy_at("sweep", "sweep=smoke", f"sweep.out={tmp_path / 'bad'}", "tracking=[mlflow]")
     assert bad.returncode == 2 and "sweep.tracking=[mlflow]" in bad.stderr and not (tmp_path / "bad").exists()
