@@ -41,15 +41,15 @@ class SearchPlan:
         if len(combos) > MAX_COMBINATIONS:
             raise ConfigError("sweep.search", f"{len(combos)} combinations of categorical values (at most "
                               f"{MAX_COMBINATIONS} are validated up front): sample numeric axes with interval(...)")
-        ends = [{k: repr(bounds(s, k)[i]) if not is_integer(s) else str((s.start, s.end)[i])
-                 for k, s in axes.intervals.items()} for i in (0, 1)]
-        bases = {}
+        low, high = ({k: (s.start, s.end)[i] if is_integer(s) else bounds(s, k)[i] for k, s in axes.intervals.items()}
+                     for i in (0, 1))
+        plan = cls(axes, {})
         for combo in combos:
-            low = compose([*axes.fixed, *(f"{k}={v}" for k, v in {**combo, **ends[0]}.items())])
-            bases[_key(combo)] = asdict(low)
-            plan = cls(axes, bases)
-            plan.config({**combo, **{k: _number(v) for k, v in ends[1].items()}})  # the high ends validate too
-        return cls(axes, bases)
+            base = compose([*axes.fixed, *(f"{k}={v}" for k, v in combo.items()),
+                            *(f"{k}={v!r}" for k, v in low.items())])
+            plan.bases[_key(combo)] = asdict(base)
+            plan.config(combo | high)  # the high ends validate too
+        return plan
 
     def param_space(self) -> dict:
         from ray import tune
@@ -87,7 +87,3 @@ class SearchPlan:
 
 def _key(combo: dict[str, str]) -> str:
     return json.dumps([combo[k] for k in sorted(combo)])
-
-
-def _number(text: str) -> float | int:
-    return int(text) if text.lstrip("-").isdigit() else float(text)

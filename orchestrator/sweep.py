@@ -122,14 +122,22 @@ class SweepPlan:
                         stop_on=list(s.stop_on))
             return replace(t, trial_id=trial_id(t))
 
+        def check_devices(devices: list[str]) -> None:
+            if config.cluster.kind != "local":
+                return  # trials run on the cluster's nodes
+            import ray
+
+            if not ray.is_initialized():  # a Ray already up (a cluster, a test's mock GPU) brings its own
+                _check_local_gpus(s.resources.gpus)
+            from workloads.trial import resolve_device
+
+            for device in devices:
+                resolve_device(device)  # ConfigError('device', ...) for a CUDA device this machine lacks
+
         if s.search != "grid":
             search = SearchPlan.validated(axes([*s.trial, *trial_args]),
                                           lambda o: planned(o, f"search space ({' '.join(o)})"))
-            if config.cluster.kind == "local":
-                import ray
-
-                if not ray.is_initialized():
-                    _check_local_gpus(s.resources.gpus)
+            check_devices([b["device"] for b in search.bases.values()])
             RunDir(out).create("sweep.out")
             return cls(config, [], search=search)
         trials = [planned(o, f"trial {i} ({' '.join(x for x in o if x in trial_args or '=' in x)})".replace(" ()", ""))
@@ -142,15 +150,7 @@ class SweepPlan:
             print(f"sweep: {len(trials) - len(unique)} of {len(trials)} grid points repeat an earlier one in every "
                   "field their method reads; each trial runs once", file=sys.stderr)
         trials = list(unique.values())
-        if config.cluster.kind == "local":  # trials run here: they need this machine's devices
-            import ray
-
-            if not ray.is_initialized():  # a Ray already up (a cluster, a test's mock GPU) brings its own
-                _check_local_gpus(s.resources.gpus)
-            from workloads.trial import resolve_device
-
-            for t in trials:
-                resolve_device(t.device)  # ConfigError('device', ...) for a CUDA device this machine lacks
+        check_devices([t.device for t in trials])
         RunDir(out).create("sweep.out")
         return cls(config, trials, legacy)
 
@@ -187,9 +187,7 @@ class SweepPlan:
         """A Ray Tune Tuner for the plan (restored from the sweep directory if it ran before)."""
         from ray import tune
 
-        from orchestrator.trainable import run_trial
-
-        from orchestrator.trainable import run_suggested
+        from orchestrator.trainable import run_suggested, run_trial
 
         s = self.settings
         resources = {"cpu": s.resources.cpus, "gpu": s.resources.gpus}

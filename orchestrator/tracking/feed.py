@@ -1,8 +1,8 @@
 """What a trial's files hold that a tracker has not got yet: epochs after the last one pushed, each with
 its downsampled batch stream first, then its epoch metrics; and the trial's final results.
 
-Reads one trial's own part files (`RunDir.table(table, trial)`, the visible parts only, as
-`analysis.read` does), so a sync costs one trial's rows, not the sweep's.
+Reads one trial's own part files (`SweepLogs(..., trials=[trial])`, as the stop rule does), so a sync
+costs one trial's rows, not the sweep's.
 """
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from analysis.read import polars_schema
+from analysis.read import SweepLogs
 from workloads.run_dir import RunDir
-from workloads.telemetry.writer import part_range, visible_parts
 
 EPOCH_VALUES = ("n", "acc_nat", "acc_pgd", "e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std")
 BATCH_VALUES = ("e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std", "loss", "acc_adv", "aae_frac")
@@ -21,7 +20,6 @@ FINAL_KEYS = ("test_acc_nat", "test_acc_pgd", "best_test_acc_nat", "best_test_ac
 STOP_KEYS = ("status", "stopped_by", "reason")  # result.json's stop decision
 OK = ("finished", "stopped", "diverged")  # a trial that ran to its end (orchestrator/multirun.py)
 POINTS_PER_EPOCH = 20
-_CAST = pl.ScanCastOptions(float_cast=["upcast", "downcast"], integer_cast="upcast")  # as analysis.read scans
 
 
 @dataclass
@@ -40,15 +38,8 @@ class Epoch:
 
 
 def scan(run_dir: RunDir, table: str, trial: str) -> pl.LazyFrame:
-    """The trial's rows of `table` from its visible part files (an empty frame with the schema if none)."""
-    folder = run_dir.table(table, trial)
-    files = visible_parts(sorted(p for p in folder.glob("part-*.parquet") if part_range(p.name))) \
-        if folder.is_dir() else []
-    schema = polars_schema(table)
-    if not files:
-        return pl.LazyFrame(schema=schema)
-    return pl.scan_parquet([str(p) for p in files], schema=schema, hive_partitioning=False,
-                           missing_columns="insert", extra_columns="ignore", cast_options=_CAST)
+    """The trial's rows of `table` (an empty frame with the schema if none), read as the stop rule reads them."""
+    return SweepLogs(run_dir.root, warn=False, trials=[trial]).scan(table)
 
 
 def epoch_points(rows: pl.DataFrame) -> dict[int, Point]:
