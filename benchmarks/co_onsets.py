@@ -114,9 +114,10 @@ def _finished(out: Path, overrides: list[str]) -> bool:
     return result.exists() and json.loads(result.read_text()).get("status") == "finished"
 
 
-def run_grid(out: Path, trials: list[list[str]], jobs: int, longest_first: bool = True) -> None:
+def run_grid(out: Path, trials: list[list[str]], jobs: int, longest_first: bool = True,
+             runner: Path | None = None) -> None:
     """Train the unfinished `trials` into `out`, `jobs` processes at a time (in the given order, or
-    longest first)."""
+    longest first), each as `python RUNNER one OUT overrides...` (RUNNER: this file)."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if not _finished(out, t)]
 
@@ -133,7 +134,7 @@ def run_grid(out: Path, trials: list[list[str]], jobs: int, longest_first: bool 
     while todo or running:
         while todo and len(running) < jobs:
             t = todo.pop(0)
-            running.append(subprocess.Popen([sys.executable, __file__, "one", str(out), *t]))
+            running.append(subprocess.Popen([sys.executable, str(runner or __file__), "one", str(out), *t]))
         time.sleep(0.5)
         for p in [p for p in running if p.poll() is not None]:
             running.remove(p)
