@@ -381,7 +381,7 @@ def _co_probe(probes: Frame, z: float, min_shift: float, probe_share: float, sha
 def co_pgd_probe(
     epochs: Frame,
     *,
-    ratio: float = 0.5,
+    ratio: float = 0.6,
     min_drop: float = 0.1,
     z: float = 3.0,
 ) -> pl.DataFrame:
