@@ -84,16 +84,6 @@ def test_fractional_gpus_pack_trials_onto_one_device(tmp_path):
         assert (b0 < a1) is concurrent, (gpus, a0, a1, b0, b1)
 
 
-@pytest.mark.slow
-def test_jeat_defaults_to_the_papers_adam_and_learns(tmp_path):
-    """JEAT trains with Adam at 1e-4 (its paper's table); SGD at 0.05 collapsed to a constant classifier."""
-    trial = Trial(compose_trial(["method=jeat", "epochs=2", "data.subset=2048", "data.val_size=256",
-                                 "data.probe_size=64", "data.test_size=500", *FAST, f"out={tmp_path}"]))
-    assert isinstance(trial.opt, torch.optim.Adam) and trial.cfg.optim.lr == 1e-4
-    result = trial.run()
-    assert result["test_acc_nat"] > 0.4 and result["test_acc_pgd"] > 0.2, result  # a constant classifier: 0.1
-
-
 def test_cpu_trials_tune_glibc_malloc_for_reuse():
     from workloads.host import keep_freed_memory
 

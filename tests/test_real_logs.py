@@ -32,8 +32,12 @@ def test_co_energy_fires_at_the_pgd_collapse(runs: Runs) -> None:
     assert collapse is not None, f"no PGD collapse in the FGSM run: {acc}"
     events = all_events(runs.full).filter((pl.col("trial") == runs.co) & (pl.col("kind") == "co_energy"))
     assert not events.is_empty(), f"co_energy missed CO (val PGD accuracy {acc}, collapse at epoch {collapse})"
+    # FGSM at eps 0.3 is chaotic: on some CPUs the accuracy falls in steps (0.20, 0.105, 0.105, 0.14, 0.07)
+    # and the 0.5x-best label lands late. co_energy must not fire before the first real fall (a quarter
+    # below the best so far) and must fire no later than one epoch after the labelled collapse.
+    first_fall = next(e for e in range(1, len(acc)) if acc[e] <= 0.75 * max(acc[:e]))
     onset = events["epoch"].min()
-    assert abs(onset - collapse) <= 1, (onset, collapse, acc, events["evidence"].to_list())
+    assert first_fall <= onset <= collapse + 1, (onset, first_fall, collapse, acc, events["evidence"].to_list())
 
 
 def test_no_events_on_the_healthy_run(runs: Runs) -> None:

@@ -58,7 +58,12 @@ def weat_loss(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, beta: float, va
 
 
 def der_regularizer(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, gamma: float) -> Tensor:
-    """DER hinge per sample (docs/methods.md#der): max(||[dE(x_i), dE(x_i, y_i)]||_2 - gamma, 0)."""
+    """DER hinge per sample (docs/methods.md#der): max(||[dE(x_i), dE(x_i, y_i)]||_2 - gamma, 0).
+
+    f(x) enters as a constant: the hinge pulls E(x*) towards E(x). With its gradient through f(x)
+    too, DER collapsed in every dev seed by moving f(x) instead (benchmarks/der_study.py).
+    """
+    logits_nat = logits_nat.detach()
     de = delta_energy(marginal_energy(logits_nat), marginal_energy(logits_adv))
     de_y = delta_energy(joint_energy(logits_nat, y), joint_energy(logits_adv, y))
     return F.relu(torch.linalg.vector_norm(torch.stack([de, de_y], dim=1), dim=1) - gamma)
