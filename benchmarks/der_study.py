@@ -55,6 +55,8 @@ def trials(variants: list[str], seeds: list[int], epochs: int) -> list[list[str]
 
 def run_one(out: str, overrides: list[str]) -> None:
     """One trial; DER variants without `-nat-detached` get the regulariser with f(x)'s gradient."""
+    import torch
+
     from workloads import losses
     from workloads.energy import delta_energy, joint_energy, marginal_energy
     from workloads.trial import Trial
@@ -66,7 +68,6 @@ def run_one(out: str, overrides: list[str]) -> None:
             de_y = delta_energy(joint_energy(nat, y), joint_energy(adv, y))
             return torch.relu(torch.linalg.vector_norm(torch.stack([de, de_y], dim=1), dim=1) - gamma)
 
-        import torch
         losses.der_regularizer = through_nat
     Trial(build(overrides, out)).run()
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             build(t, a.out)  # every config valid before anything starts
         run_grid(Path(a.out).resolve(), todo, a.jobs, longest_first=False, runner=Path(__file__))
     else:
-        with pl.Config(tbl_rows=-1, fmt_str_lengths=120, tbl_width_chars=200):
+        with pl.Config(tbl_rows=-1, fmt_str_lengths=120, tbl_width_chars=250, fmt_table_cell_list_len=20):
             print(table(a.out, seeds))
     return 0
 
