@@ -73,7 +73,7 @@ def run_one(out: str, overrides: list[str]) -> None:
 
 
 def curves(dirs: list[str]) -> pl.DataFrame:
-    """Val PGD accuracy by epoch, one row per (trial, epoch), from run dirs or the corpus."""
+    """Val PGD and clean accuracy by epoch, one row per (trial, epoch), from the study's run dirs."""
     from analysis.read import SweepLogs
 
     return (SweepLogs(dirs).scan("epochs").filter(pl.col("split") == "val")

@@ -61,7 +61,8 @@ def der_regularizer(logits_nat: Tensor, logits_adv: Tensor, y: Tensor, gamma: fl
     """DER hinge per sample (docs/methods.md#der): max(||[dE(x_i), dE(x_i, y_i)]||_2 - gamma, 0).
 
     f(x) enters as a constant: the hinge pulls E(x*) towards E(x). With its gradient through f(x)
-    too, DER collapsed in every dev seed by moving f(x) instead (benchmarks/der_study.py).
+    too, every beta and gamma tried lost robust accuracy by moving f(x) instead, and at beta 1 DER
+    collapsed in all three dev seeds (benchmarks/der_study.py).
     """
     logits_nat = logits_nat.detach()
     de = delta_energy(marginal_energy(logits_nat), marginal_energy(logits_adv))
