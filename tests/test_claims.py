@@ -30,9 +30,9 @@ def test_script_runs_on_the_committed_corpus() -> None:
         assert out.returncode == 0, out.stderr
         if fmt == "json":
             r = json.loads(out.stdout)
-            assert {"corpus", "points", "comparisons", "energy", "energy_verdicts", "not_run"} <= set(r)
+            assert {"corpus", "points", "comparisons", "energy", "energy_verdicts", "apart"} <= set(r)
         else:
-            assert "| # | claim (source) |" in out.stdout and "not run yet" in out.stdout
+            assert "| # | claim (source) |" in out.stdout and "runs of their own" in out.stdout
 
 
 def test_every_testable_row_has_seeds_and_numbers_in_range(table) -> None:
@@ -52,7 +52,14 @@ def test_every_testable_row_has_seeds_and_numbers_in_range(table) -> None:
     for e in table["energy"]:
         assert e["n"] >= 1 and e["first_mean"] is not None and e["drift_mean"] is not None
     assert [v["source"] for v in table["energy_verdicts"]] == ["probe", "batch"]
-    assert all(n["commands"] for n in table["not_run"])
+    assert all(n["commands"] for n in table["apart"])
+
+
+def test_every_claim_run_apart_has_its_section_in_the_docs(table) -> None:
+    headings = [line.lstrip("#").strip() for line in (ROOT / "docs" / "claims.md").read_text().splitlines()
+                if line.startswith("### ")]
+    for n in table["apart"]:
+        assert any(h.startswith(n["section"]) for h in headings), f"claim {n['claim']}: no section {n['section']!r}"
 
 
 def test_der_is_compared_with_its_recorded_base(table) -> None:
