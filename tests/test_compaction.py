@@ -1,5 +1,5 @@
 """Compaction keeps exactly-once: each checkpoint merges the parts the previous one committed into one
-`part-<first>-<last>.parquet`; readers skip the parts a merged file covers (a crash between its rename and
+`part-<first>-<last>.parquet` and the newest merged files pairwise, as a binary counter; readers skip the parts a merged file covers (a crash between its rename and
 the deletes leaves them), resume deletes them, and a kill -9 at any moment still ends exactly once."""
 from __future__ import annotations
 
@@ -60,17 +60,46 @@ def finished(tmp_path_factory) -> tuple[Path, Trial]:
     return out, trial
 
 
-def test_a_finished_trial_holds_one_merged_file_per_epoch_but_the_last(finished) -> None:
+def binary_files(epochs: int, per_epoch: int) -> list[str]:
+    """The files a finished trial of `epochs` x `per_epoch` parts holds: one per 1-bit of `epochs`, largest first."""
+    names, first = [], 0
+    for bit in reversed(range(epochs.bit_length())):
+        if epochs >> bit & 1:
+            span = (1 << bit) * per_epoch
+            names.append(f"part-{first:06d}-{first + span - 1:06d}.parquet" if span > 1 else f"part-{first:06d}.parquet")
+            first += span
+    return names
+
+
+def test_a_finished_trial_holds_about_log2_epochs_files_a_table(finished) -> None:
     out, trial = finished
     per_epoch = math.ceil(trial.steps_per_epoch / FLUSH)
     assert per_epoch >= 3  # several parts an epoch: there is something to merge
     names = sorted(p.name for p in (out / "batches" / trial.id).iterdir())
-    merged = [f"part-{e * per_epoch:06d}-{(e + 1) * per_epoch - 1:06d}.parquet" for e in range(EPOCHS - 1)]
-    last = [f"part-{s:06d}.parquet" for s in range((EPOCHS - 1) * per_epoch, EPOCHS * per_epoch)]
-    assert names == merged + last  # the last epoch's parts stay: they are merged only by a next checkpoint
+    assert names == binary_files(EPOCHS, per_epoch)  # 3 epochs: epochs 0-1 in one file, epoch 2 in another
     for table in TABLES:
-        assert len(list((out / table / trial.id).iterdir())) <= EPOCHS - 1 + per_epoch, table
+        assert len(list((out / table / trial.id).iterdir())) == EPOCHS.bit_count(), table
     assert_exactly_once(out, trial)
+
+
+def test_many_epochs_of_parts_stay_a_few_files_each_row_once(tmp_path) -> None:
+    """37 epochs x 3 parts, compacted one epoch behind then once at the end as a trial does: 3 files
+    (37 = 32 + 4 + 1), and every row once through SweepLogs and through pandas (which reads every file)."""
+    writer, committed, epochs, per_epoch, n = PartWriter(tmp_path, "batches", "t", seq=0), 0, 37, 3, 5
+    for epoch in range(epochs):
+        for _ in range(per_epoch):
+            step = writer.seq * n
+            writer.write({"trial": ["t"] * n, "epoch": [epoch] * n, "step": list(range(step, step + n))})
+        writer.compact(committed)
+        committed = writer.seq
+        files = sorted(p.name for p in (tmp_path / "batches" / "t").iterdir())
+        assert len(files) <= (epoch + 1).bit_length() + per_epoch, (epoch, files)
+    writer.compact(committed)
+    files = sorted(p.name for p in (tmp_path / "batches" / "t").iterdir())
+    assert files == binary_files(epochs, per_epoch)
+    want = list(range(epochs * per_epoch * n))
+    assert SweepLogs(tmp_path, warn=False).scan("batches").collect()["step"].to_list() == want  # in order
+    assert sorted(pd.read_parquet(tmp_path / "batches")["step"]) == want
 
 
 def test_parts_a_crash_left_beside_their_merged_file_are_skipped_then_deleted_on_resume(finished, tmp_path) -> None:

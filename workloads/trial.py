@@ -286,13 +286,14 @@ class Trial:
                 self._save(self.checkpoint_dir / "best.pt", weights_only=True)
             self.epoch = epoch + 1
             # merge the parts the previous checkpoint committed (one epoch behind: never uncommitted parts,
-            # so a resume never truncates a merged file); a finished trial keeps its last epoch's parts
+            # so a resume never truncates a merged file); the last epoch's parts merge after the loop
             self.log.compact(self.committed)
             self.stop_event = stop(metrics) if stop else None
             self._save(self.checkpoint_dir / "last.pt")
             self.committed = self.log.seqs()
             if on_epoch:
                 on_epoch(metrics | {"stopped": self.stop_event is not None})
+        self.log.compact(self.committed)  # the last epoch's parts too: a finished trial holds few files a table
         if self.stop_event is not None:
             e = self.stop_event
             status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"

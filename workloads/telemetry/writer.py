@@ -164,30 +164,47 @@ class PartWriter:
             path.unlink()
 
     def compact(self, upto: int) -> Path | None:
-        """Merge the parts numbered below `upto` (a checkpoint's seq: committed) that no merged file holds
-        yet into one `part-<first>-<last>.parquet`, then delete them; the merged file, or None."""
+        """Merge the committed files (parts numbered below `upto`, a checkpoint's seq) into few: the parts no
+        merged file holds yet become one `part-<first>-<last>.parquet`, then, as in a binary counter, the
+        newest two files merge while the older spans no more parts than the newer. A trial of n epochs so
+        holds about log2(n) + 1 files a table; every row is rewritten about log2(n) times. The merged file
+        is written before its sources are deleted (a crash in between leaves files it covers: readers skip
+        them, the next compaction or a resume deletes them). Returns the last file written, or None."""
         numbered = self._numbered()
         for path in covered_parts(list(numbered)):  # leftovers of a crash during an earlier compaction
             path.unlink()
             del numbered[path]
-        group: list[Path] = []
-        for path, (first, last) in sorted(numbered.items(), key=lambda pr: pr[1], reverse=True):
-            if last >= upto:
-                continue  # not committed yet
-            if first != last or (group and last + 1 != numbered[group[0]][0]):
-                break  # a merged file (or a gap): everything before is merged already
-            group.insert(0, path)
-        if len(group) < 2:
-            return None
-        tables = [pq.read_table(p) for p in group]
+        files = sorted(((r, path) for path, r in numbered.items() if r[1] < upto), key=lambda rp: rp[0])
+        run = 0  # the newest parts that no merged file holds, contiguous
+        while run < len(files) and files[-1 - run][0][0] == files[-1 - run][0][1] and (
+                run == 0 or files[-run][0][0] == files[-1 - run][0][1] + 1):
+            run += 1
+        written = None
+        if run >= 2:
+            if (merged := self._merge(files[-run:])) is None:
+                return None
+            files[-run:], written = [merged], merged[1]
+        while len(files) >= 2:
+            (older, _), (newer, _) = files[-2], files[-1]
+            if older[1] + 1 != newer[0] or older[1] - older[0] > newer[1] - newer[0]:
+                break
+            if (merged := self._merge(files[-2:])) is None:
+                break
+            files[-2:], written = [merged], merged[1]
+        return written
+
+    def _merge(self, group: list[tuple[tuple[int, int], Path]]) -> tuple[tuple[int, int], Path] | None:
+        """One file of `group`'s contiguous files, written atomically, then the group deleted; None (nothing
+        done) if a file has an earlier schema version (those stay as they are)."""
+        tables = [pq.read_table(path) for _, path in group]
         if not all(t.schema.equals(self.schema) for t in tables):
-            return None  # parts of an earlier schema version stay as they are
+            return None
+        first, last = group[0][0][0], group[-1][0][1]
         merged = pa.concat_tables(tables)
-        first, last = numbered[group[0]][0], numbered[group[-1]][1]
         final = atomic_write(self.dir / f"part-{first:06d}-{last:06d}.parquet", lambda tmp: pq.write_table(merged, tmp))
-        for path in group:  # a crash in here leaves parts the merged file covers: readers skip them
+        for _, path in group:  # a crash in here leaves files the merged one covers: readers skip them
             path.unlink()
-        return final
+        return (first, last), final
 
 
 class EnergyLog:
@@ -308,7 +325,7 @@ class EnergyLog:
             part.truncate()
 
     def compact(self, upto: dict[str, int]) -> None:
-        """Merge each table's parts committed by the checkpoint that stored `upto` (`seqs()`), one file a table."""
+        """Compact each table's files committed by the checkpoint that stored `upto` (`seqs()`): PartWriter.compact."""
         for table, part in self.parts.items():
             part.compact(upto.get(table, 0))
 
