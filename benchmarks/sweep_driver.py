@@ -82,6 +82,8 @@ def simulated_trial(config: dict, configs: dict[str, dict]) -> None:
         if event is not None:
             status = "stopped"
             break
+    batches.compact(batches.seq)  # as the trial does when it ends
+    epochs.compact(epochs.seq)
     run_dir.write_result(tid, {"status": status, "epochs_done": e + 1})
 
 
