@@ -56,7 +56,8 @@ def _config(i: int) -> dict:
             "epochs": 0, "data.name": "fashion_mnist"}
 
 
-def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator) -> tuple[pa.Table, pa.Table, int | None]:
+def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator,
+           name: str | None = None) -> tuple[pa.Table, pa.Table, int | None]:
     cfg = _config(i)
     n = epochs * steps
     step = np.arange(n, dtype=np.int64)
@@ -88,7 +89,7 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator) -> tuple[p
     acc = (0.5 + 0.2 * t / epochs).astype(f32)
     batches = {
         "schema_version": pa.array(np.full(n, SCHEMA_VERSION, np.int16)),
-        "trial": pa.array([f"t{i:03d}"] * n, pa.string()),
+        "trial": pa.array([name or f"t{i:03d}"] * n, pa.string()),
         "method": pa.array([cfg["method.name"]] * n, pa.string()),
         "epoch": epoch, "step": step,
         "lr": np.where(epoch < epochs * 3 // 4, cfg["optim.lr"], cfg["optim.lr"] / 10).astype(f32),
@@ -118,7 +119,7 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator) -> tuple[p
     m = 2 * epochs
     ep_cols = {
         "schema_version": pa.array(np.full(m, SCHEMA_VERSION, np.int16)),
-        "trial": pa.array([f"t{i:03d}"] * m), "method": pa.array([cfg["method.name"]] * m),
+        "trial": pa.array([name or f"t{i:03d}"] * m), "method": pa.array([cfg["method.name"]] * m),
         "epoch": np.tile(ep, 2).astype(np.int32), "step": np.tile((ep + 1) * steps - 1, 2),
         "split": pa.array(["probe"] * epochs + ["val"] * epochs), "n": np.full(m, 1000, np.int32),
         "acc_nat": np.clip(np.concatenate([train, val]) + 0.35, 0, 1).astype(f32),
@@ -162,6 +163,19 @@ def generate(root: Path, trials: int, epochs: int, steps: int, flush: int = FLUS
           f"under {root}")
 
 
+def write_epoch(batches: PartWriter, epochs: PartWriter, table: pa.Table, etable: pa.Table, epoch: int, steps: int,
+                committed: dict[str, int], flush: int = FLUSH) -> dict[str, int]:
+    """Write epoch `epoch` of a synthetic trial as `Trial.run` does: its batch rows a part every `flush`
+    steps, its epoch rows, then the compaction up to the previous checkpoint's `committed`; the new one."""
+    for a in range(epoch * steps, (epoch + 1) * steps, flush):
+        part = table.slice(a, min(flush, (epoch + 1) * steps - a))
+        batches.write({c: part.column(c).combine_chunks() for c in part.column_names})
+    epochs.write(etable.filter(pa.compute.equal(etable["epoch"], epoch)).to_pydict())
+    batches.compact(committed["batches"])
+    epochs.compact(committed["epochs"])
+    return {"batches": batches.seq, "epochs": epochs.seq}
+
+
 @contextlib.contextmanager
 def _no_fsync():
     fsync, os.fsync = os.fsync, lambda fd: None
@@ -183,13 +197,7 @@ def _write_trials(root: Path, run_dir: RunDir, trials: int, epochs: int, steps: 
         batches, ep_writer = PartWriter(root, "batches", tid, seq=0), PartWriter(root, "epochs", tid, seq=0)
         committed = {"batches": 0, "epochs": 0}
         for e in range(epochs):
-            for a in range(e * steps, (e + 1) * steps, flush):
-                part = table.slice(a, min(flush, (e + 1) * steps - a))
-                batches.write({c: part.column(c).combine_chunks() for c in part.column_names})
-            ep_writer.write(etable.filter(pa.compute.equal(etable["epoch"], e)).to_pydict())
-            batches.compact(committed["batches"])
-            ep_writer.compact(committed["epochs"])
-            committed = {"batches": batches.seq, "epochs": ep_writer.seq}
+            committed = write_epoch(batches, ep_writer, table, etable, e, steps, committed, flush)
         batches.compact(batches.seq)
         ep_writer.compact(ep_writer.seq)
         run_dir.write_config(tid, {**_config(i), "epochs": epochs, "trial_id": tid, "out": str(root)})

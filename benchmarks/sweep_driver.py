@@ -35,16 +35,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-FLUSH = 100  # telemetry.flush_every's default
-
-
 def simulated_trial(config: dict, configs: dict[str, dict]) -> None:
     """Stands in for `trainable.run_trial`: the same reports, checkpoints and stop rule, no training."""
     import numpy as np
     import pyarrow.compute as pc
     from ray import tune
 
-    from analysis_scan import _trial
+    from analysis_scan import _trial, write_epoch
     from orchestrator.stopper import stop_rule
     from workloads.config import from_dict
     from workloads.run_dir import RunDir
@@ -56,21 +53,12 @@ def simulated_trial(config: dict, configs: dict[str, dict]) -> None:
     run_dir = RunDir(cfg.out)
     run_dir.write_config(tid, configs[config["trial"]])
     run_dir.write_result(tid, {"status": "running", "epochs_done": 0})
-    table, etable, _ = _trial(i, cfg.epochs, steps, np.random.default_rng(1000 + i))
-    table = table.set_column(table.schema.get_field_index("trial"), "trial", pc.cast(
-        pc.replace_substring_regex(table["trial"], ".*", tid), table.schema.field("trial").type))
-    etable = etable.set_column(etable.schema.get_field_index("trial"), "trial", pc.cast(
-        pc.replace_substring_regex(etable["trial"], ".*", tid), etable.schema.field("trial").type))
+    table, etable, _ = _trial(i, cfg.epochs, steps, np.random.default_rng(1000 + i), name=tid)
     batches, epochs = PartWriter(cfg.out, "batches", tid, seq=0), PartWriter(cfg.out, "epochs", tid, seq=0)
     rule, committed, stop_s, status = stop_rule(cfg), {"batches": 0, "epochs": 0}, 0.0, "finished"
     val = etable.filter(pc.equal(etable["split"], "val"))["acc_pgd"].to_pylist()
     for e in range(cfg.epochs):
-        for a in range(e * steps, (e + 1) * steps, FLUSH):
-            batches.write(table.slice(a, min(FLUSH, (e + 1) * steps - a)).to_pydict())
-        epochs.write(etable.filter(pc.equal(etable["epoch"], e)).to_pydict())
-        batches.compact(committed["batches"])
-        epochs.compact(committed["epochs"])
-        committed = {"batches": batches.seq, "epochs": epochs.seq}
+        committed = write_epoch(batches, epochs, table, etable, e, steps, committed)
         t0 = time.perf_counter()
         event = rule({"epoch": e}) if rule else None
         stop_s += time.perf_counter() - t0
