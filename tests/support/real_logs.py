@@ -1,19 +1,25 @@
-"""Detectors on real training logs: Fashion-MNIST, FGSM with catastrophic overfitting vs healthy RS-FGSM.
+"""Real training logs for the detector and stopper tests, two kinds.
 
-The logs are made once per test session by `real_runs()` (shared with tests/test_stopper.py):
+Committed (`corpus_sweep`): trials of the detection corpus (benchmarks/detection/corpus/, labelled
+and identical on every machine) written out as a sweep directory, for tests that check what the
+detectors find on real collapses and healthy runs.
 
-1. one real `energy-at sweep` on embedded Ray with the energy stopper on: FGSM (CO) and
-   RS-FGSM (healthy), one CPU each, side by side; the FGSM trial gets stopped;
-2. a copy of that sweep directory in which the stopped FGSM trial is resumed in-process
-   to its last epoch: its logs are then those of an uninterrupted run (a trial resumes
-   exactly from its per-epoch checkpoint), so both trials have full curves, as with
-   the stopper off.
+Live (`live_runs`): one real `energy-at sweep` on embedded Ray with the stopper on, for tests
+that need a trial to be stopped while it trains: FGSM at eps 0.1 (healthy on every seed of the
+corpus) and FGSM at eps 0.3 (catastrophic overfitting). Where and whether eps 0.3 collapses
+within 5 epochs is chaotic: it moves with the CPU's float kernels, the precision and the thread
+count (seed 1 collapsed at epoch 3 on one machine and fell 0.168 -> 0.078, no collapse, on
+another). So the run is chosen at test time: seeds are tried in turn, each a new sweep, until
+the eps 0.3 trial is stopped; at most `len(CO_SEEDS)` sweeps. What the tests then check (the stop
+equals offline `detect` on the prefix, the healthy trial runs on) does not depend on the curve.
 
-Settings and the measured onsets behind them: docs/detection.md.
+`ENERGY_AT_REAL_LOGS` adds overrides to the live trials (e.g. `precision=bf16 threads=2`), to run
+the tests on another float path.
 """
 from __future__ import annotations
 
-import shutil
+import json
+import os
 import subprocess
 import sys
 import time
@@ -26,73 +32,87 @@ from analysis.detectors import detect
 from analysis.read import SweepLogs
 from orchestrator.config import compose_trial
 from workloads.config import trial_id
-from workloads.trial import Trial
+from workloads.run_dir import RunDir
 
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "benchmarks" / "detection" / "corpus"
+TABLES = ("batches", "epochs", "probes")
 
-# the onset table's setting (docs/detection.md), cut to 5 epochs. At eps 0.3 FGSM's path is chaotic and
-# moves with the CPU's float kernels: seed 2 went 0.035, 0.125, 0.004 on one machine and was never robust
-# on another (0.04, 0.01, 0.09, 0.05). Seed 1 on the current CI machine: 0.16, 0.09, 0.20, 0.07 (collapse
-# at epoch 3, co_energy and co_pgd_probe fire there); seeds 0, 3, 4 collapse too but co_energy finds
-# them later or not at all. If these tests fail on a new machine, look at the FGSM curve first.
 EPOCHS = 5
-SETTINGS = ["attack.eps=0.3", f"epochs={EPOCHS}", "batch_size=128", "data.subset=10000", "data.val_size=256",
-            "data.probe_size=256", "data.test_size=256", "eval.pgd_steps=5"]
-SEED = 1
-METHODS = ("fgsm", "rs_fgsm")  # CO, healthy
-COLLAPSE_RATIO = 0.5  # the collapse definition of docs/detection.md
+SETTINGS = ["method=fgsm", f"epochs={EPOCHS}", "batch_size=128", "data.subset=10000", "data.val_size=256",
+            "data.probe_size=256", "data.test_size=256", "eval.pgd_steps=5",
+            *os.environ.get("ENERGY_AT_REAL_LOGS", "").split()]
+HEALTHY_EPS, CO_EPS = 0.1, 0.3
+CO_SEEDS = (1, 0, 3)  # tried in this order; eps 0.3 collapsed on each of them on some machine
 
 
 @dataclass(frozen=True)
 class Runs:
-    sweep: Path  # the sweep, stopper on: FGSM stopped
-    full: Path  # the same trials, FGSM resumed to its last epoch (full curves)
-    co: str  # FGSM trial id
-    healthy: str  # RS-FGSM trial id
-    seconds: dict
+    sweep: Path  # the live sweep, stopper on
+    co: str  # the stopped eps 0.3 trial's id
+    healthy: str  # the eps 0.1 trial's id
+    seed: int
+    tried: dict  # seed -> the eps 0.3 trial's val PGD curve, for every sweep run
 
 
-_RUNS: list[Runs] = []
-
-
-def energy_at(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def energy_at(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
-def trial_overrides(method: str) -> list[str]:
-    return [f"method={method}", f"seed={SEED}", *SETTINGS]
+def trial_overrides(eps: float, seed: int) -> list[str]:
+    return [*SETTINGS, f"attack.eps={eps}", f"seed={seed}"]
 
 
-def real_runs(root: Path) -> Runs:
-    """Make the logs once per session (the first caller's `root` holds them)."""
-    if _RUNS:
-        return _RUNS[0]
-    sweep, full = root / "sweep", root / "full"
-    t0 = time.time()
-    r = energy_at("sweep", "sweep=smoke", f"method={','.join(METHODS)}", f"seed={SEED}", *SETTINGS,
-                  f"sweep.out={sweep}", "sweep.report=false")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    t1 = time.time()
-    ids = {m: trial_id(compose_trial([*trial_overrides(m), f"out={sweep}"])) for m in METHODS}
-    assert {p.name.removeprefix("trial=") for p in (sweep / "trials").iterdir()} == set(ids.values())
-    shutil.copytree(sweep, full, ignore=shutil.ignore_patterns("tune", "events"))
-    cfg = compose_trial([*trial_overrides("fgsm"), f"out={full}", "threads=1", "device=cpu"])
-    assert trial_id(cfg) == ids["fgsm"]
-    summary = Trial(cfg).run()  # resumes after the stop epoch
-    assert summary["status"] == "finished", summary
-    runs = Runs(sweep, full, ids["fgsm"], ids["rs_fgsm"],
-                {"sweep": t1 - t0, "resume": time.time() - t1})
-    print(f"real logs: sweep {runs.seconds['sweep']:.0f} s, resume {runs.seconds['resume']:.0f} s")
-    _RUNS.append(runs)
-    return runs
+def result(sweep: Path, trial: str) -> dict:
+    return json.loads((RunDir(sweep).trial(trial) / "result.json").read_text())
 
 
-def collapse_epoch(acc: list[float]) -> int | None:
-    """First epoch e >= 1 with val PGD accuracy <= 0.5 x the best of epochs < e."""
-    for e in range(1, len(acc)):
-        if acc[e] <= COLLAPSE_RATIO * max(acc[:e]):
-            return e
-    return None
+_LIVE: list[Runs] = []
+
+
+def live_runs(root: Path) -> Runs:
+    """The first sweep (of at most len(CO_SEEDS)) whose eps 0.3 trial was stopped; made once per session."""
+    if _LIVE:
+        return _LIVE[0]
+    tried = {}
+    for seed in CO_SEEDS:
+        sweep, t0 = root / f"seed{seed}", time.time()
+        r = energy_at("sweep", "sweep=smoke", *SETTINGS, f"attack.eps={HEALTHY_EPS},{CO_EPS}", f"seed={seed}",
+                      f"sweep.out={sweep}", "sweep.report=false")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        ids = {eps: trial_id(compose_trial([*trial_overrides(eps, seed), f"out={sweep}"]))
+               for eps in (HEALTHY_EPS, CO_EPS)}
+        tried[seed] = val_pgd(sweep, ids[CO_EPS])
+        print(f"live sweep seed {seed}: {time.time() - t0:.0f} s, eps {CO_EPS} val PGD {tried[seed]}")
+        if result(sweep, ids[CO_EPS])["status"] == "stopped":
+            _LIVE.append(Runs(sweep, ids[CO_EPS], ids[HEALTHY_EPS], seed, tried))
+            return _LIVE[0]
+    raise AssertionError(f"FGSM at eps {CO_EPS} was stopped on none of the seeds {CO_SEEDS} "
+                         f"(val PGD by seed: {tried}); look at the curves before widening CO_SEEDS")
+
+
+# ----------------------------------------------------------------- the committed corpus
+
+# A labelled collapse whose co_energy event comes at the collapse, and a healthy trial without events
+# (benchmarks/detection/scoreboard.py labels them; docs/detection.md).
+CORPUS_CO = "fgsm-e0.20-n20k-s1"  # val PGD 0.33, 0.29, 0.35, 0.28, 0.04: collapse at epoch 4
+CORPUS_HEALTHY = "rs_fgsm-e0.20-n20k-s3"  # val PGD 0.43 -> 0.60 -> 0.57
+
+
+def corpus_sweep(root: Path, trials: tuple[str, ...] = (CORPUS_CO, CORPUS_HEALTHY)) -> Path:
+    """`trials` of the committed corpus as a sweep directory at `root` (one part per table and trial)."""
+    run_dir = RunDir(root)
+    for table in TABLES:
+        rows = pl.read_parquet(CORPUS / f"{table}.parquet").filter(pl.col("trial").is_in(trials))
+        for (trial,), part in rows.group_by("trial"):
+            folder = run_dir.table(table, trial)
+            folder.mkdir(parents=True, exist_ok=True)
+            part.write_parquet(folder / "part-0.parquet")
+    return root
+
+
+# ----------------------------------------------------------------- reading
 
 
 def all_events(directory: Path) -> pl.DataFrame:
