@@ -9,7 +9,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -23,8 +23,9 @@ from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_trac
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
-TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
-              "batch_size", "seed", "device", "threads"}
+# the trial fields a sweep sets for every trial itself (`sweep.out`, `sweep.stop_on`, `sweep.tracking`, ids)
+SWEEP_SETS = ("out", "stop_on", "tracking", "trial_id")
+TRIAL_KEYS = {f.name for f in fields(TrialConfig)} - set(SWEEP_SETS)  # every other field of `train`
 
 
 @dataclass
