@@ -66,34 +66,31 @@ def train(argv: list[str]) -> int:
     if flags.multirun:
         from orchestrator.multirun import multirun
 
-        return multirun(argv)
+        try:
+            return multirun(argv)
+        except ConfigError as e:
+            return fail("train", str(e))
+    from orchestrator import runner
     from orchestrator.config import compose_trial
-
     from workloads.config import trial_id
-    from workloads.run_dir import RunDir
+    from workloads.run_dir import RunDir, succeeded
 
     made: list[Path] = []  # folders this command created: removed again if the config turns out bad
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(search_path(flags.searchpath))
+    try:
+        with search_path(flags.searchpath):
             one_trial(overrides, argv)
             cfg = compose_trial(overrides)
-            run_dir = RunDir(cfg.out)
-            trial_dir = run_dir.trial(trial_id(cfg))
-            made = [p for p in (trial_dir, trial_dir.parent, run_dir.root) if not p.exists()]
-            run_dir.create()
-            held.enter_context(run_dir.lock(trial_dir))  # one writer per trial, before it resumes
-            from workloads.trial import Trial
-
-            trial = Trial(cfg)
-        except (ConfigError, DatasetError) as e:
-            held.close()
-            for p in made:  # deepest first: the new trial folder holds only the lock file
-                with contextlib.suppress(OSError):
-                    (p / ".lock").unlink(missing_ok=True)
-                    p.rmdir()  # only if empty
-            return fail("train", str(e))
-        return _train(trial, cfg)
+        run_dir = RunDir(cfg.out)
+        trial_dir = run_dir.trial(trial_id(cfg))
+        made = [p for p in (trial_dir, trial_dir.parent, run_dir.root) if not p.exists()]
+        summary = runner.run(cfg, progress=sys.stderr.isatty())
+    except (ConfigError, DatasetError) as e:
+        for p in made:  # deepest first: the new trial folder holds only the lock file
+            with contextlib.suppress(OSError):
+                (p / ".lock").unlink(missing_ok=True)
+                p.rmdir()  # only if empty
+        return fail("train", str(e))
+    return 0 if succeeded(summary) else 1
 
 
 def one_trial(overrides: list[str], argv: list[str]) -> None:
@@ -198,44 +195,6 @@ example:
   energy-at train method=fgsm attack.eps=0.3 epochs=5 data.subset=2000 out=runs/demo"""
 
 
-def _train(trial, cfg) -> int:
-    print(f"trial {trial.id}: {cfg.method.name} (attack {trial.attack}, eps {cfg.attack.eps:g}) on "
-          f"{cfg.data.name} [{len(trial.data.train)} train / {len(trial.data.val)} val], {trial.device}"
-          + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
-    from orchestrator.stopper import stop_rule
-
-    sync = tracking(cfg)
-    try:
-        summary = trial.run(None if sync is None else lambda _: sync.update(trial.id), stop=stop_rule(cfg),
-                            progress=sys.stderr.isatty())
-    finally:
-        if sync is not None:
-            sync.finish(trial.id)
-    print(format_summary(summary, trial))
-    return 0 if summary["status"] in ("finished", "stopped") else 1
-
-
-def tracking(cfg):
-    """The TrackingSync of `cfg.tracking` (orchestrator/tracking), or None without trackers."""
-    if not cfg.tracking:
-        return None
-    from orchestrator.tracking import TrackingSync
-
-    return TrackingSync(cfg.out, cfg.tracking)
-
-
-def format_summary(s: dict, trial) -> str:
-    lines = [f"status     {s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""),
-             f"epochs     {s['epochs_done']}   steps {s['steps_done']}   {s.get('seconds', 0):.1f} s"]
-    if "test_acc_nat" in s:
-        lines.append(f"test       clean {s['test_acc_nat']:.3f}   PGD-{trial.cfg.eval.pgd_steps} "
-                     f"{s['test_acc_pgd']:.3f}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
-    lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} at epoch {s['best_epoch']}")
-    lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/{trial.id}/")
-    lines.append(f"checkpoint {trial.checkpoint_dir}/last.pt")
-    return "\n".join(lines)
-
-
 def sweep(argv: list[str]) -> int:
     """Plan and validate every trial, then run them through Ray Tune here or as one Slurm job."""
     from orchestrator.config import HydraFlags, search_path
@@ -315,12 +274,22 @@ example:
 
 
 def finish(plan) -> int:
-    """After a sweep: print trial outcomes and write the report."""
+    """After a sweep: every trial's outcome, the report; exit status 1 naming the trials that did not succeed."""
     from analysis import commands
+    from orchestrator import runner
+    from workloads.run_dir import RunDir
 
-    if plan.settings.report:
-        return commands.report([str(plan.dir)])
-    return 0
+    run_dir = RunDir(plan.dir)
+    ids = ([t.trial_id for t in plan.trials] if plan.trials
+           else [p.name.removeprefix("trial=") for p in run_dir.trials()])  # a search picked them
+    table, bad = runner.outcomes((tid, run_dir.read_result(tid)) for tid in ids)
+    print(table)
+    rc = commands.report([str(plan.dir)]) if plan.settings.report else 0
+    if bad:
+        print(f"energy-at sweep: {len(bad)} of {len(ids)} trials did not succeed: {', '.join(bad)} "
+              f"(energy-at status {plan.dir})", file=sys.stderr)
+        return 1
+    return rc
 
 
 def _status(name: str) -> Callable[[list[str]], int]:

@@ -22,66 +22,38 @@ outcome. Each Slurm job records itself in `<out>/slurm/jobs/<jobid>.json` for
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from orchestrator import runner
 from orchestrator.config import HydraFlags, compose_trial, search_path, validated, with_fractions
-from workloads.config import ConfigError, TrialConfig, flatten, trial_id
+from workloads.config import ConfigError, TrialConfig, trial_id
 from workloads.run_dir import RunDir, write_json
 
 VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p", "--package",
                "-i", "--info"}
-OK = ("finished", "stopped", "diverged")  # outcomes of a trial that ran to its end (diverged is a result)
-
 # --- the Hydra task: one trial ------------------------------------------------------------------------
 def task(cfg: DictConfig) -> dict:
-    """Run one trial from its Hydra job config; a crash is recorded in result.json, then re-raised."""
-    from orchestrator.cli import tracking
-    from orchestrator.stopper import stop_rule
-    from workloads.trial import Trial
-
+    """Run one trial from its Hydra job config (orchestrator/runner.py); a crash fails the submitit job."""
     trial_cfg = validated(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
     _record_job(trial_cfg)
-    with _trial_lock(trial_cfg):  # held by another live process: this job fails, its result.json untouched
-        trial, sync = None, tracking(trial_cfg)
-        try:
-            trial = Trial(trial_cfg)
-            on_epoch = None if sync is None else lambda _: sync.update(trial.id)
-            return trial.run(on_epoch, stop=stop_rule(trial_cfg))
-        except Exception as e:
-            _record_failure(trial_cfg, trial, e)
-            if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
-                traceback.print_exc()  # the job's own log shows why
-                atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
-            raise
-        finally:
-            if sync is not None:  # after _record_failure: a failed trial's runs end failed
-                sync.finish(trial_id(trial_cfg))
+    try:
+        return runner.run(trial_cfg)
+    except Exception:
+        if "SUBMITIT_FOLDER" in os.environ:  # a submitit job (Slurm or local)
+            traceback.print_exc()  # the job's own log shows why
+            atexit.register(_exit_failed)  # and the job ends FAILED (see _exit_failed)
+        raise
 
 
 main = hydra.main(config_path="conf", config_name="train", version_base=None)(task)
-
-
-@contextlib.contextmanager
-def _trial_lock(cfg: TrialConfig):
-    """Hold the trial's lock as `energy-at train` does (one writer per trial; `energy-at status` reads it
-    to tell a running trial from an interrupted one). A filesystem without flock: run without it."""
-    run_dir = RunDir(cfg.out)
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(run_dir.lock(run_dir.trial(trial_id(cfg))))
-        except OSError as e:
-            print(f"energy-at: running without the trial lock ({e})", file=sys.stderr)
-        yield
 
 
 def _exit_failed() -> None:
@@ -113,23 +85,6 @@ def _record_job(cfg: TrialConfig) -> None:
         write_json(RunDir(cfg.out).slurm("jobs", f"{job_id}.json"), record)
     except OSError as e:
         print(f"energy-at: could not record Slurm job {job_id}: {e}", file=sys.stderr)
-
-
-def _record_failure(cfg: TrialConfig, trial: Any, error: BaseException) -> None:
-    """Keep what the trial logged so far and say why it failed (a rerun truncates to the checkpoint)."""
-    try:
-        if trial is not None:
-            trial.log.flush()
-        tid = trial.id if trial is not None else trial_id(cfg)
-        run_dir = RunDir(cfg.out)
-        reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-        if run_dir.read_config(tid) is None:
-            run_dir.write_config(tid, flatten(cfg) | {"trial_id": tid})
-        run_dir.write_result(tid, {"trial": tid, "status": "failed", "reason": reason,
-                                   "epochs_done": getattr(trial, "epoch", 0), "steps_done": getattr(trial, "step", 0),
-                                   "out": str(cfg.out)})
-    except Exception as e:  # never hide the trial's own exception
-        print(f"energy-at: could not record the failure of the trial: {e}", file=sys.stderr)
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -183,17 +138,13 @@ def _launcher(hydra_args: list[str]) -> str:
 
 
 def multirun(argv: list[str]) -> int:
-    """`energy-at train -m [overrides]`: validate every trial, then run them through Hydra's launcher."""
-    from orchestrator.cli import fail
-
+    """`energy-at train -m [overrides]`: validate every trial (ConfigError before anything runs), then run
+    them through Hydra's launcher; exit status 1 if a trial did not succeed."""
     hydra_args, trial_args = _split(argv)
-    try:
-        flags, _ = HydraFlags.parse(argv, "train")  # the user config dirs, for validating every trial
-        trial_args = with_fractions(trial_args)  # attack.eps=8/255 as a number, also for Hydra's own run
-        with search_path(flags.searchpath):
-            trials = plan(trial_args)
-    except ConfigError as e:
-        return fail("train", str(e))
+    flags, _ = HydraFlags.parse(argv, "train")  # the user config dirs, for validating every trial
+    trial_args = with_fractions(trial_args)  # attack.eps=8/255 as a number, also for Hydra's own run
+    with search_path(flags.searchpath):
+        trials = plan(trial_args)
     launcher = _launcher(hydra_args)
     outs = sorted({str(Path(c.out).resolve()) for _, c in trials})
     print(f"multirun: {len(trials)} trials -> {', '.join(outs)} (launcher {launcher})", flush=True)
@@ -206,13 +157,10 @@ def multirun(argv: list[str]) -> int:
         rc = e.code if isinstance(e.code, int) else 1
     finally:
         sys.argv = saved
-    bad = 0
-    for overrides, cfg in trials:
-        tid = trial_id(cfg)
-        r = RunDir(cfg.out).read_result(tid) or {"status": "missing", "reason": "no result.json"}
-        bad += r.get("status") not in OK
-        print(f"  {tid:<28} {r.get('status', '?'):<9} {r.get('reason') or ''}")
+    table, bad = runner.outcomes((trial_id(c), RunDir(c.out).read_result(trial_id(c))) for _, c in trials)
+    print(table)
     if bad or rc:
-        print(f"energy-at train -m: {bad} of {len(trials)} trials did not finish", file=sys.stderr)
+        print(f"energy-at train -m: {len(bad)} of {len(trials)} trials did not succeed: {', '.join(bad)}",
+              file=sys.stderr)
         return 1
     return 0

@@ -10,8 +10,8 @@ from ray.tune import Callback
 from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
+from orchestrator import runner
 from orchestrator.search import SearchPlan
-from orchestrator.stopper import stop_rule
 from workloads.config import TrialConfig, from_dict
 from workloads.run_dir import RunDir, atomic_write
 from workloads.trial import Trial
@@ -63,32 +63,29 @@ def run_suggested(config: dict, search: SearchPlan) -> None:
 
 
 def _run(cfg: TrialConfig) -> None:
-    """Run one trial under Tune: resume from Tune's checkpoint, report and checkpoint every epoch.
+    """Run one trial under Tune (orchestrator/runner.py): resume from Tune's checkpoint, report and
+    checkpoint every epoch. A trial with nothing left to train (a repeat of a finished one) reports its
+    stored result once, so Tune and the searcher see it."""
+    last = RunDir(cfg.out).checkpoints(cfg.trial_id) / "last.pt"
+    reports = 0
 
-    The trial's lock is held as `energy-at train` holds it (two Tune trials of one id, e.g. a search
-    suggesting the same values twice, cannot write one trial's files at once). A trial with nothing left
-    to train (a repeat of a finished one) reports its stored result once, so Tune and the searcher see it."""
-    run_dir = RunDir(cfg.out)
-    ckpt_dir = run_dir.checkpoints(cfg.trial_id)
-    with run_dir.lock(run_dir.trial(cfg.trial_id)):
+    def restore() -> None:  # under the trial's lock, before the trial resumes
         restored = tune.get_checkpoint()
         if restored is not None:  # Tune's copy wins: telemetry is then truncated to match it (exactly once)
             with restored.as_directory() as d:
-                atomic_write(ckpt_dir / "last.pt", lambda tmp: shutil.copy2(Path(d) / "last.pt", tmp))
-        trial = Trial(cfg)
-        reports = 0
+                atomic_write(last, lambda tmp: shutil.copy2(Path(d) / "last.pt", tmp))
 
-        def on_epoch(metrics: dict) -> None:
-            nonlocal reports
-            reports += 1
-            with tempfile.TemporaryDirectory() as tmp:
-                shutil.copy2(trial.checkpoint_dir / "last.pt", Path(tmp) / "last.pt")
-                tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
+    def on_epoch(trial: Trial, metrics: dict) -> None:
+        nonlocal reports
+        reports += 1
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(last, Path(tmp) / "last.pt")
+            tune.report(metrics | {"trial": trial.id}, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-        summary = trial.run(on_epoch, stop=stop_rule(cfg))  # a stop ends this function: Tune sees the trial end
-        if not reports:
-            tune.report({"trial": trial.id, "epoch": trial.epoch - 1, "val_acc_pgd": summary["best_val_acc_pgd"],
-                         "stopped": summary["status"] == "stopped"})
+    summary = runner.run(cfg, on_epoch, before=restore)  # a stop ends this function: Tune sees the trial end
+    if not reports:
+        tune.report({"trial": cfg.trial_id, "epoch": summary["epochs_done"] - 1,
+                     "val_acc_pgd": summary["best_val_acc_pgd"], "stopped": summary["status"] == "stopped"})
 
 
 class SchedulerStops(Callback):

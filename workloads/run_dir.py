@@ -28,6 +28,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+# result.json `status`: `running` while the trial trains, then how it ended. One success rule for every
+# command's exit status and every tracker: it ran to a recorded end (a diverged trial is a result of its config);
+# `failed` means it raised, `stopped` that a detector or Tune's scheduler ended it early.
+STATUSES = ("running", "finished", "stopped", "diverged", "failed")
+SUCCEEDED = ("finished", "stopped", "diverged")
+
+
+def succeeded(result: dict | None) -> bool:
+    """Did the trial of this result.json end as a trial may (finished, stopped or diverged)?"""
+    return result is not None and result.get("status") in SUCCEEDED
+
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], mode: int = 0o644) -> Path:
     """Write `data` (text, bytes, or a function that writes a given path) to `path` atomically,
     with permissions `mode` from the start (0o600 keeps a secret unreadable even as a temp file)."""

@@ -270,7 +270,7 @@ class Trial:
         if stop is None:
             self.stop_event = None
         self.run_dir.write_config(self.id, flatten(self.cfg) | {"trial_id": self.id})
-        self.run_dir.write_result(self.id, self._result("running", None))
+        self.run_dir.write_result(self.id, self.result("running", None))
         started = time.time()
         status, reason = "finished", None
         for epoch in range(self.epoch, self.cfg.epochs):
@@ -298,7 +298,7 @@ class Trial:
             e = self.stop_event
             status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"
             self.log.write_stop(e)  # one named part: a resume after a crash here rewrites it, never adds one
-        summary = self._result(status, reason) | {"seconds": time.time() - started}
+        summary = self.result(status, reason) | {"seconds": time.time() - started}
         if status in ("finished", "stopped"):
             self.run_dir.write_result(self.id, summary)  # why it ended, even if the process ends during the test
             summary |= self.final_evaluation()
@@ -325,7 +325,8 @@ class Trial:
             result |= {"best_test_acc_nat": best["acc_nat"], "best_test_acc_pgd": best["acc_pgd"]}
         return result
 
-    def _result(self, status: str, reason: str | None) -> dict:
+    def result(self, status: str, reason: str | None) -> dict:
+        """result.json's fields for `status` (workloads/run_dir.py STATUSES) so far."""
         return {"trial": self.id, "status": status, "reason": reason, "epochs_done": self.epoch,
                 "steps_done": self.step, "best_val_acc_pgd": self.best["acc_pgd"], "best_epoch": self.best["epoch"],
                 "stopped_by": None if self.stop_event is None else self.stop_event["kind"], "out": str(self.out)}

@@ -18,7 +18,6 @@ BATCH_VALUES = ("e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std", 
 FINAL_KEYS = ("test_acc_nat", "test_acc_pgd", "best_test_acc_nat", "best_test_acc_pgd", "best_val_acc_pgd",
               "best_epoch")  # result.json's numbers, logged at the end
 STOP_KEYS = ("status", "stopped_by", "reason")  # result.json's stop decision
-OK = ("finished", "stopped", "diverged")  # a trial that ran to its end (orchestrator/multirun.py)
 POINTS_PER_EPOCH = 20
 
 

@@ -14,8 +14,8 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking.feed import OK, Point, final_metrics, stop_fields
-from workloads.run_dir import RunDir
+from orchestrator.tracking.feed import Point, final_metrics, stop_fields
+from workloads.run_dir import RunDir, succeeded
 
 MAX_METRICS, MAX_PARAMS, MAX_PARAM_VALUE = 1000, 100, 6000  # MLflow's log_batch limits
 
@@ -46,7 +46,7 @@ class Run:
             self.client.log_batch(self.run_id, metrics=metrics)
         for key, value in stop_fields(result).items():
             self.client.set_tag(self.run_id, key, value)
-        self.client.set_terminated(self.run_id, "FINISHED" if result.get("status") in OK else "FAILED")
+        self.client.set_terminated(self.run_id, "FINISHED" if succeeded(result) else "FAILED")
 
     def close(self) -> None:
         pass  # stays RUNNING until the trial's finish, in this process or after a resume

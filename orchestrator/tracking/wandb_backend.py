@@ -14,8 +14,8 @@ import re
 
 import wandb
 
-from orchestrator.tracking.feed import OK, Point, final_metrics, stop_fields
-from workloads.run_dir import RunDir
+from orchestrator.tracking.feed import Point, final_metrics, stop_fields
+from workloads.run_dir import RunDir, succeeded
 
 
 def run_id(trial: str, run_dir: RunDir) -> str:
@@ -40,7 +40,7 @@ class Run:
 
     def finish(self, result: dict, step: int) -> None:
         self.run.summary.update(final_metrics(result) | stop_fields(result))
-        self.run.finish(exit_code=0 if result.get("status") in OK else 1)
+        self.run.finish(exit_code=0 if succeeded(result) else 1)
 
     def close(self) -> None:
         self.run.finish(exit_code=1)  # ended before the trial did; a resume reopens it
