@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -136,6 +136,13 @@ def compose_config(name: str, overrides: list[str], hydra_config: bool = False) 
 
 def compose_trial(overrides: list[str]) -> TrialConfig:
     """Hydra overrides -> a validated TrialConfig (raises ConfigError with a one-line message)."""
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        head, _, rest = key.partition(".")
+        if head in ("sweep", "cluster"):  # not in TrialConfig: say whose setting it is
+            meant = rest if rest in {f.name for f in fields(TrialConfig)} else None
+            raise ConfigError(key, "a setting of energy-at sweep, not of one trial"
+                              + (f"; did you mean {meant}?" if meant else f": energy-at sweep {text}"))
     return validated(OmegaConf.to_container(compose_config("train", overrides), resolve=True))  # type: ignore[arg-type]
 
 

@@ -43,7 +43,7 @@ TRAIN += [
     ("data.test_size=99999999", "data.test_size"), ("data.root=/no/such/dir", "data.root"),
     ("data.subset=256 data.probe_size=512", "data.probe_size"), ("data.probe_size=100000", "data.probe_size"),
     ("data.val_size=60000", "data.val_size"), ("seed=-1", "seed"), ("schedule.peak=1", "schedule.peak"),
-    ("schedule.pct_start=0", "schedule.pct_start"),
+    ("schedule.pct_start=0", "schedule.pct_start"), ("cluster.nodes=2", "cluster.nodes: a setting of energy-at sweep"),
     # unknown keys and groups
     ("foo=1", "foo"), ("attack.epz=0.1", "attack.epz"), ("optim.lrr=0.1", "optim.lrr"), ("data.size=3", "data.size"),
     ("method=foo", "method"), ("data=imagenet", "data"), ("model=vit", "model"), ("optim=lion", "optim"),
@@ -156,6 +156,7 @@ def error_line(command: str, *args: str) -> str:
     ("sweep", ["sweep.stop_on=nan"], "sweep.stop_on: a list; write sweep.stop_on=[nan]"),
     ("sweep", ["stop_on=[]"], "stop_on: not a trial field nor a sweep./cluster. setting; did you mean sweep.stop_on?"),
     ("sweep", ["scheduler=asha"], "did you mean sweep.scheduler?"),
+    ("train", ["sweep.stop_on=[]"], "sweep.stop_on: a setting of energy-at sweep, not of one trial; did you mean stop_on?"),
     ("train", ["data.probe_size=100000000"], "data.probe_size: 100000000 is more than the 59000 training images of "
                                              "fashion_mnist left after data.val_size=1000; pass data.probe_size=59000"),
     ("train", ["attack.noise=-1"], "attack.noise: must be a non-negative number, got -1.0"),
