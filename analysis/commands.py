@@ -17,7 +17,7 @@ from analysis.rank import display, export
 from analysis.read import SweepLogs, SweepError
 from analysis.report import DETAIL_MAX, TOP, build
 from analysis.sql import QueryError, run_sql
-from workloads.config import CommandParser
+from workloads.config import OneLineParser
 
 
 def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argparse.Namespace], int]) -> int:
@@ -51,7 +51,7 @@ def _print_table(frame: pl.DataFrame, rows: int = -1) -> None:
 
 def report(argv: list[str]) -> int:
     """energy-at report <sweep_dir>... [--out FILE.html]"""
-    parser = CommandParser(prog="energy-at report", description="HTML report of one or many sweeps")
+    parser = OneLineParser(prog="energy-at report", description="HTML report of one or many sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--out", help="HTML file (default <first sweep_dir>/report.html)")
     parser.add_argument("--max-points", type=int, default=2000,
@@ -78,7 +78,7 @@ def report(argv: list[str]) -> int:
 
 def query(argv: list[str]) -> int:
     """energy-at query <sweep_dir> "<SQL>" [--format table|csv|json|parquet] [--output FILE]"""
-    parser = CommandParser(
+    parser = OneLineParser(
         prog="energy-at query",
         description="polars SQL over tables batches, epochs, probes, events, trials",
     )
@@ -115,7 +115,7 @@ def _emit(frame: pl.DataFrame, fmt: str, output: str | None) -> int:
 
 def detect(argv: list[str]) -> int:
     """energy-at detect <sweep_dir>... [--format table|json|csv]"""
-    parser = CommandParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
+    parser = OneLineParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     def run(args: argparse.Namespace) -> int:

@@ -140,7 +140,7 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line, `<prog>: error: <message>` (exit 2), as every energy-at error."""
 
     def error(self, message: str) -> NoReturn:  # argparse would print the usage first
