@@ -17,6 +17,7 @@ from analysis.rank import display, export
 from analysis.read import SweepLogs, SweepError
 from analysis.report import DETAIL_MAX, TOP, build
 from analysis.sql import QueryError, run_sql
+from workloads.config import OneLineParser
 
 
 def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argparse.Namespace], int]) -> int:
@@ -28,7 +29,7 @@ def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argpa
     try:
         return body(args)
     except (SweepError, QueryError, ValueError, KeyError) as exc:
-        return _fail(str(exc).strip("'\""))
+        return _fail(parser.prog, str(exc).strip("'\""))
 
 
 def _sweep(dirs: list[str]) -> SweepLogs:
@@ -37,8 +38,8 @@ def _sweep(dirs: list[str]) -> SweepLogs:
     return sweep
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(command: str, message: str) -> int:
+    print(f"{command}: error: {' '.join(message.split())}", file=sys.stderr)  # one line
     return 2
 
 
@@ -50,7 +51,7 @@ def _print_table(frame: pl.DataFrame, rows: int = -1) -> None:
 
 def report(argv: list[str]) -> int:
     """energy-at report <sweep_dir>... [--out FILE.html]"""
-    parser = argparse.ArgumentParser(prog="energy-at report", description="HTML report of one or many sweeps")
+    parser = OneLineParser(prog="energy-at report", description="HTML report of one or many sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--out", help="HTML file (default <first sweep_dir>/report.html)")
     parser.add_argument("--max-points", type=int, default=2000,
@@ -77,7 +78,7 @@ def report(argv: list[str]) -> int:
 
 def query(argv: list[str]) -> int:
     """energy-at query <sweep_dir> "<SQL>" [--format table|csv|json|parquet] [--output FILE]"""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="energy-at query",
         description="polars SQL over tables batches, epochs, probes, events, trials",
     )
@@ -87,7 +88,7 @@ def query(argv: list[str]) -> int:
     parser.add_argument("--output", help="write here instead of stdout (required for parquet)")
     def run(args: argparse.Namespace) -> int:
         if args.format == "parquet" and not args.output:
-            return _fail("--format parquet needs --output FILE")
+            return _fail(parser.prog, "--format parquet needs --output FILE")
         result = run_sql(_sweep([args.sweep_dir]), args.sql)
         return _emit(result, args.format, args.output)
 
@@ -114,7 +115,7 @@ def _emit(frame: pl.DataFrame, fmt: str, output: str | None) -> int:
 
 def detect(argv: list[str]) -> int:
     """energy-at detect <sweep_dir>... [--format table|json|csv]"""
-    parser = argparse.ArgumentParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
+    parser = OneLineParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     def run(args: argparse.Namespace) -> int:

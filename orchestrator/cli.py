@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-USAGE = """usage: energy-at <command> [args]
+USAGE = """usage: energy-at <command> [args]   (energy-at --version: the installed version)
 
 commands:
   train   [overrides]             run one adversarial-training trial (Hydra overrides, -m for multirun;
@@ -213,11 +213,7 @@ def sweep(argv: list[str]) -> int:
             plan = SweepPlan.from_overrides(overrides)
     except ConfigError as e:
         return fail("sweep", str(e))
-    s = plan.settings
-    trials = (f"{s.num_samples} trials picked by {s.search} from {len(plan.search.bases)} validated categorical "
-              "combination(s)" if plan.search else f"{len(plan.trials)} trials")
-    print(f"sweep {s.name}: {trials} -> {plan.dir}  (scheduler {s.scheduler}, "
-          f"energy stopper {'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {plan.cluster.kind})")
+    print(plan.describe())
     if plan.cluster.kind == "slurm":
         from cluster.slurm import SubmitError
 
@@ -244,15 +240,19 @@ SWEEP_USAGE = ("usage: energy-at sweep [trial overrides in Hydra sweep syntax] [
 
 
 def _show_sweep(flags, overrides: list[str]) -> int:
-    """--help, --cfg (the sweep config, command-line trial overrides appended to sweep.trial) or --info."""
+    """--help, --cfg (the sweep config, command-line trial overrides appended to sweep.trial, then the plan:
+    every trial validated, as YAML comments) or --info."""
     from orchestrator.config import config_groups, config_yaml, format_groups, show_info, with_fractions
-    from orchestrator.sweep import _is_trial_override
+    from orchestrator.sweep import SweepPlan, _is_trial_override
 
     trial_args = [a for a in overrides if _is_trial_override(a)]
     sweep_args = [a for a in overrides if not _is_trial_override(a)]
     if flags.cfg:
+        plan = SweepPlan.from_overrides(overrides, create=False)  # a dry run: validates, runs and writes nothing
         sys.stdout.write(config_yaml("sweep", sweep_args, flags.cfg, flags.package, flags.resolve,
                                      extra_trials=with_fractions(trial_args)))
+        planned = plan.describe() + ("" if plan.search else "\n" + plan.table())
+        print("\n".join(f"# {line}".rstrip() for line in ["planned, not run:", *planned.splitlines()]))
     elif flags.info:
         show_info("sweep", sweep_args, flags.info)
     else:
@@ -335,9 +335,22 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "--version":
+        return version()
     if command not in COMMANDS:
         return fail(command, f"unknown command; allowed: {', '.join(COMMANDS)}")
     return COMMANDS[command](rest)
+
+
+def version() -> int:
+    """`energy-at --version`: the installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        print(f"energy-at {installed('energy-at')}")
+    except PackageNotFoundError:
+        return fail("--version", "energy-at is not installed as a package: pip install -e . in the checkout")
+    return 0
 
 
 def entry() -> None:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,14 +29,12 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
 
-from workloads.config import ConfigError, TrialConfig, from_dict, validate
+from workloads.config import ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
 
 CONFIG_MODULE = "orchestrator.conf"
 ConfigStore.instance().store(name="trial_schema", node=TrialConfig)
 
 FRACTION_FIELDS = ("attack.eps", "attack.alpha", "eval.pgd_alpha")  # numbers that may be written as 8/255
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
-_FRACTION = re.compile(rf"\s*({_NUMBER})\s*/\s*({_NUMBER})\s*")
 
 # The user config dirs of the command being run: entries of Hydra's `hydra.searchpath`
 # (`file:///abs/dir`, `pkg://module`), added to every composition made inside `search_path(...)`.
@@ -45,19 +42,6 @@ _SEARCH_PATH: ContextVar[tuple[str, ...]] = ContextVar("energy_at_search_path", 
 
 
 # --- fractions ------------------------------------------------------------------------------------------
-def parse_fraction(field_name: str, text: str) -> float:
-    """'8/255' -> 0.03137...; ConfigError naming the field for anything else ('8/0', 'a/b')."""
-    m = _FRACTION.fullmatch(text)
-    example = f"{field_name}=8/255 or {field_name}=0.0314"
-    if not m:
-        raise ConfigError(field_name, f"{text!r} is neither a number nor a fraction of two numbers; "
-                          f"write e.g. {example}")
-    num, den = float(m[1]), float(m[2])
-    if den == 0:
-        raise ConfigError(field_name, f"{text!r} divides by zero; write e.g. {example}")
-    return num / den
-
-
 def with_fractions(overrides: list[str]) -> list[str]:
     """The overrides with `attack.eps=8/255` (also `attack.alpha`, `eval.pgd_alpha`, and in comma
     lists such as `attack.eps=4/255,8/255`) written as decimal numbers; other overrides unchanged."""
@@ -137,9 +121,9 @@ def _one_line_errors() -> Iterator[None]:
         raise _group_error(e) from None
     except HydraException as e:
         cause = e.__cause__
-        key = getattr(cause, "full_key", None)
-        msg = getattr(cause, "msg", None) or str(e)
-        raise ConfigError(key or "override", msg.splitlines()[0]) from None
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            raise omegaconf_error(cause) from None
+        raise ConfigError("override", (getattr(cause, "msg", None) or str(e)).splitlines()[0]) from None
 
 
 def compose_config(name: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
@@ -152,6 +136,13 @@ def compose_config(name: str, overrides: list[str], hydra_config: bool = False) 
 
 def compose_trial(overrides: list[str]) -> TrialConfig:
     """Hydra overrides -> a validated TrialConfig (raises ConfigError with a one-line message)."""
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        head, _, rest = key.partition(".")
+        if head in ("sweep", "cluster"):  # not in TrialConfig: say whose setting it is
+            meant = rest if rest in {f.name for f in fields(TrialConfig)} else None
+            raise ConfigError(key, "a setting of energy-at sweep, not of one trial"
+                              + (f"; did you mean {meant}?" if meant else f": energy-at sweep {text}"))
     return validated(OmegaConf.to_container(compose_config("train", overrides), resolve=True))  # type: ignore[arg-type]
 
 

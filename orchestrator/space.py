@@ -33,6 +33,10 @@ def parse(overrides: list[str]) -> list[Override]:
         raise ConfigError("override", str(e).splitlines()[0]) from None
     by_key: dict[str, Override] = {}
     for o in parsed:
+        if o.is_sweep_override() and not isinstance(o.value(), IntervalSweep) and not list(o.sweep_string_iterator()):
+            value = (o.input_line or "").partition("=")[2]
+            raise ConfigError(o.get_key_element(), f"{value} has no values, so no trial would run; give "
+                              f"it at least one, e.g. {o.get_key_element()}=range(0,3)")
         by_key.pop(o.get_key_element(), None)
         by_key[o.get_key_element()] = o
     return list(by_key.values())

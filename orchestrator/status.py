@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from workloads.config import OneLineParser
 from workloads.run_dir import RunDir
 
 DONE = ("finished", "stopped", "diverged", "failed")
@@ -241,7 +242,7 @@ def status(argv: list[str], *, max_refreshes: int | None = None, sleep=time.slee
 
     `--watch` clears the screen (on a terminal) and prints again every SECONDS (default 2) until
     interrupted (Ctrl-C); `max_refreshes` ends it after that many printouts (for tests)."""
-    parser = argparse.ArgumentParser(prog="energy-at status", description="trials and Slurm job of a sweep")
+    parser = OneLineParser(prog="energy-at status", description="trials and Slurm job of a sweep")
     parser.add_argument("sweep_dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
@@ -322,7 +323,7 @@ def cancel(argv: list[str]) -> int:
     from cluster.slurm import cancel as scancel
     from cluster.slurm import is_active, job_state
 
-    parser = argparse.ArgumentParser(prog="energy-at cancel", description="cancel the Slurm job(s) of a sweep")
+    parser = OneLineParser(prog="energy-at cancel", description="cancel the Slurm job(s) of a sweep")
     parser.add_argument("sweep_dir")
     args = _parse_sweep_dir(parser, argv, "cancel")
     if isinstance(args, int):

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -83,6 +84,26 @@ def _is_trial_override(override: str) -> bool:
     return key.split(".", 1)[0] in TRIAL_KEYS
 
 
+def _check_sweep_arg(override: str) -> None:
+    """ConfigError for an override that is neither a trial field nor under sweep./cluster., naming the
+    setting it most likely meant (`stop_on=[]` -> sweep.stop_on, `nodes=2` -> cluster.nodes)."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    head, dot, rest = key.partition(".")
+    if head in ("sweep", "cluster"):
+        return
+    if key == "trial_id":
+        raise ConfigError(key, "the sweep names each trial after its config: drop trial_id")
+    names = {k: k for k in TRIAL_KEYS}  # bare name -> what to write; trial fields first
+    for section, schema in (("sweep", SweepSettings), ("cluster", ClusterConfig)):
+        names[section] = section
+        for f in fields(schema):
+            names.setdefault(f.name, f"{section}.{f.name}")
+    meant = head if head in names else next(iter(difflib.get_close_matches(head, names, n=1)), None)
+    hint = f"did you mean {names[meant]}{dot}{rest}? " if meant else ""
+    raise ConfigError(key, f"not a trial field nor a sweep./cluster. setting; {hint}"
+                      f"trial fields: {', '.join(sorted(TRIAL_KEYS))}")
+
+
 class SweepPlan:
     """A validated plan of trials and how to run them."""
 
@@ -95,17 +116,13 @@ class SweepPlan:
         self.search = search
 
     @classmethod
-    def from_overrides(cls, argv: list[str]) -> "SweepPlan":
-        """`energy-at sweep` arguments -> a SweepPlan whose every trial config is already validated."""
+    def from_overrides(cls, argv: list[str], create: bool = True) -> "SweepPlan":
+        """`energy-at sweep` arguments -> a SweepPlan whose every trial config is already validated;
+        `create`: also create the sweep directory (False: a dry run that writes nothing)."""
         trial_args = [a for a in argv if _is_trial_override(a)]
         sweep_args = [a for a in argv if not _is_trial_override(a)]
         for a in sweep_args:
-            if a.split("=", 1)[0].lstrip("+~") == "tracking":
-                raise ConfigError("tracking", "in a sweep the Tune driver feeds the trackers: set "
-                                  f"sweep.tracking={a.split('=', 1)[-1]} instead")
-            if a.split("=", 1)[0].lstrip("+~").split(".")[0] not in ("sweep", "cluster"):
-                raise ConfigError(a.split("=", 1)[0], "not a trial field nor a sweep./cluster. setting; "
-                                  f"trial fields: {', '.join(sorted(TRIAL_KEYS))} (the sweep sets `out`: use sweep.out)")
+            _check_sweep_arg(a)
         cfg = compose_config("sweep", sweep_args)
         config: SweepConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
         s = config.sweep
@@ -139,7 +156,8 @@ class SweepPlan:
             search = SearchPlan.validated(axes([*s.trial, *trial_args]),
                                           lambda o: planned(o, f"search space ({' '.join(o)})"))
             check_devices([b["device"] for b in search.bases.values()])
-            RunDir(out).create("sweep.out")
+            if create:
+                RunDir(out).create("sweep.out")
             return cls(config, [], search=search)
         trials = [planned(o, f"trial {i} ({' '.join(x for x in o if x in trial_args or '=' in x)})".replace(" ()", ""))
                   for i, o in enumerate(expand([*s.trial, *trial_args], s.num_samples, s.seed))]
@@ -152,8 +170,25 @@ class SweepPlan:
                   "field their method reads; each trial runs once", file=sys.stderr)
         trials = list(unique.values())
         check_devices([t.device for t in trials])
-        RunDir(out).create("sweep.out")
+        if create:
+            RunDir(out).create("sweep.out")
         return cls(config, trials, legacy)
+
+    def describe(self) -> str:
+        """One line: how many trials, where, and how they run."""
+        s = self.settings
+        trials = (f"{s.num_samples} trials picked by {s.search} from {len(self.search.bases)} validated categorical "
+                  "combination(s)" if self.search else f"{len(self.trials)} trials")
+        return (f"sweep {s.name}: {trials} -> {self.dir}  (scheduler {s.scheduler}, energy stopper "
+                f"{'on: ' + ','.join(s.stop_on) if s.stop_on else 'off'}, cluster {self.cluster.kind})")
+
+    def table(self) -> str:
+        """The planned trials, one a line: the trial id and the values of the keys that vary across trials."""
+        params = self.params()
+        rows = [["trial", *next(iter(params.values()), {})]]
+        rows += [[tid, *(str(v) for v in p.values())] for tid, p in params.items()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
     def params(self) -> dict[str, dict]:
         """{trial id: {key: value}} for the flattened config keys that vary across the plan's trials.

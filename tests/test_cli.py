@@ -29,7 +29,7 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     ("data.root=/no/such/dir", "data.root", "no such directory"),
     ("model=vit", "model", "allowed: preact_resnet18"),
     ("epochs=0", "epochs", "positive integer"),
-    ("attack.epz=0.1", "attack.epz", "not in 'AttackConfig'"),
+    ("attack.epz=0.1", "attack.epz", "unknown key; did you mean attack.eps? allowed: alpha, eps, name, noise, steps"),
     ("optim.name=adamw", "optim.name", "allowed: adam, sgd"),
     ("optim=lion", "optim", "allowed: adam, sgd"),
     ("compile=fast", "compile", "allowed: default, max-autotune"),

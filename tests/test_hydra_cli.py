@@ -196,3 +196,19 @@ def test_sweep_plan_composes_the_user_preset(tmp_path, user_dir):
     assert plan.settings.name == "mysweep"
     assert sorted((t.method.name, t.method.beta) for t in plan.trials) == [("fgsm", 6.0), ("trades", 2.5)]
     assert all(t.attack.eps == 8 / 255 for t in plan.trials)
+
+
+def test_sweep_cfg_job_plans_every_trial_and_runs_nothing(capsys, tmp_path):
+    out = tmp_path / "s"
+    rc, text, err = run(capsys, "sweep", "sweep=smoke", "method=fgsm,pgd", "seed=0,1", f"sweep.out={out}", "--cfg", "job")
+    assert rc == 0, err
+    assert yaml.safe_load(text)["sweep"]["out"] == str(out)  # still YAML: the plan is in comments
+    plan = [ln.removeprefix("# ").split() for ln in text.splitlines() if ln.startswith("# ")]
+    assert plan[0] == ["planned,", "not", "run:"] and "4 trials" in " ".join(plan[1])
+    assert plan[2] == ["trial", "method.name", "attack.steps", "seed"]  # the keys that vary across trials
+    assert [(row[0].split("-")[0], row[1], row[3]) for row in plan[3:]] == [
+        ("fgsm", "fgsm", "0"), ("fgsm", "fgsm", "1"), ("pgd", "pgd", "0"), ("pgd", "pgd", "1")]
+    assert not out.exists()
+    line = one_error_line(capsys, "sweep", "sweep=smoke", "method=fgsm,fgsmm", f"sweep.out={out}", "--cfg", "job")
+    assert line.startswith("energy-at sweep: error: trial 1 (") and "method: unknown value 'fgsmm'" in line, line
+    assert not out.exists()

@@ -5,13 +5,17 @@ its workers as a dict, and `validate` checks it before any work starts.
 """
 from __future__ import annotations
 
+import argparse
+import difflib
 import hashlib
 import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+import typing
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, NoReturn
 
 
 DEFAULT_STOP_ON = ("co_pgd_probe", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise; chosen on the detection corpus's dev split (docs/detection.md)
@@ -136,6 +140,69 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, `<prog>: error: <message>` (exit 2), as every energy-at error."""
+
+    def error(self, message: str) -> NoReturn:  # argparse would print the usage first
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_FRACTION = re.compile(rf"\s*({_NUMBER})\s*/\s*({_NUMBER})\s*")
+
+
+def parse_fraction(field_name: str, text: str) -> float:
+    """'8/255' -> 0.03137...; ConfigError naming the field for anything else ('8/0', 'a/b')."""
+    m = _FRACTION.fullmatch(text)
+    example = f"{field_name}=8/255 or {field_name}=0.0314"
+    if not m:
+        raise ConfigError(field_name, f"{text!r} is neither a number nor a fraction of two numbers; "
+                          f"write e.g. {example}")
+    num, den = float(m[1]), float(m[2])
+    if den == 0:
+        raise ConfigError(field_name, f"{text!r} divides by zero; write e.g. {example}")
+    return num / den
+
+
+def parse_number(field_name: str, text: str) -> float:
+    """'0.0314' or '8/255' (as AT papers write eps) -> a float; ConfigError naming the field otherwise."""
+    try:
+        return float(text)
+    except ValueError:
+        return parse_fraction(field_name, text)
+
+
+def unknown_key(key: str, allowed: Iterable[str]) -> ConfigError:
+    """'attack.epsilon: unknown key; did you mean attack.eps? allowed: alpha, eps, ...'."""
+    prefix, _, name = key.rpartition(".")
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"did you mean {prefix + '.' if prefix else ''}{close[0]}? " if close else ""
+    return ConfigError(key, f"unknown key; {hint}allowed: {', '.join(allowed)}")
+
+
+def _is_list_field(owner: Any, name: Any) -> bool:
+    if not (isinstance(owner, type) and is_dataclass(owner)) or not isinstance(name, str):
+        return False
+    return typing.get_origin(typing.get_type_hints(owner).get(name)) is list
+
+
+def omegaconf_error(e: Exception) -> ConfigError:
+    """An OmegaConf error (checking a value against the dataclasses) as one line naming the field and the fix:
+    an unknown key gets the allowed keys and the nearest one, a single value given to a list field its
+    bracket form (`tracking=[mlflow]`)."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    key = getattr(e, "full_key", None) or "config"
+    owner, name, value = getattr(e, "object_type", None), getattr(e, "key", None), getattr(e, "value", None)
+    if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and isinstance(owner, type) and is_dataclass(owner):
+        return unknown_key(key, [f.name for f in fields(owner)])
+    if isinstance(e, ValidationError) and _is_list_field(owner, name) and not isinstance(value, (list, tuple)):
+        return ConfigError(key, f"a list; write {key}=[{value}]")
+    msg = getattr(e, "msg", None) or str(e)
+    return ConfigError(key, msg.splitlines()[0])
+
+
 def from_dict(d: dict[str, Any]) -> TrialConfig:
     """Build a TrialConfig from a nested dict (Hydra's composed config, Ray Tune's config).
 
@@ -148,8 +215,7 @@ def from_dict(d: dict[str, Any]) -> TrialConfig:
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), d))  # type: ignore[return-value]
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "config"
-        raise ConfigError(key, e.msg.splitlines()[0] if getattr(e, "msg", None) else str(e).splitlines()[0]) from None
+        raise omegaconf_error(e) from None
 
 
 def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
@@ -206,6 +272,26 @@ def check_trackers(names: list[str], field_name: str = "tracking") -> None:
             raise ConfigError(field_name, f"{name} is not installed{lacking}: pip install 'energy-at[{name}]'")
 
 
+def check_sizes(data: DataConfig, sizes: tuple[int, int]) -> None:
+    """ConfigError for a split larger than the dataset's (training, test) images `sizes`."""
+    n_train, n_test = sizes
+    if data.val_size >= n_train:
+        raise ConfigError("data.val_size", f"must be less than the {n_train} training images of {data.name}, "
+                          f"got {data.val_size}")
+    train, why = n_train - data.val_size, f"of {data.name} left after data.val_size={data.val_size}"
+    if data.subset is not None and data.subset > train:
+        raise ConfigError("data.subset", f"{data.subset} is more than the {train} training images {why}; "
+                          f"pass data.subset={train} or less")
+    if data.subset is not None:
+        train, why = data.subset, "(data.subset)"
+    if data.probe_size > train:  # the probe samples the training images
+        raise ConfigError("data.probe_size", f"{data.probe_size} is more than the {train} training images {why}; "
+                          f"pass data.probe_size={train} or less")
+    if data.test_size > n_test:
+        raise ConfigError("data.test_size", f"{data.test_size} is more than the {n_test} test images of "
+                          f"{data.name}; pass data.test_size={n_test} or less")
+
+
 def validate(cfg: TrialConfig) -> None:
     """Raise ConfigError for the first bad value, before any work starts."""
     from workloads.attacks import ATTACKS, SINGLE_STEP
@@ -252,22 +338,28 @@ def validate(cfg: TrialConfig) -> None:
     for name in ("optim.lr", "method.sgld_step_size"):
         section, key = name.split(".")
         positive(name, getattr(getattr(cfg, section), key))
-    for name in ("method.beta", "method.gamma", "optim.weight_decay", "optim.momentum", "method.sgld_noise"):
+    for name in ("method.beta", "method.gamma", "optim.weight_decay", "optim.momentum", "method.sgld_noise",
+                 "attack.noise", "schedule.factor"):
         section, key = name.split(".")
         positive(name, getattr(getattr(cfg, section), key), zero=True)
     if not 0 <= cfg.optim.momentum < 1:
         raise ConfigError("optim.momentum", f"must be in [0,1) (0.9 is usual), got {cfg.optim.momentum}")
     if cfg.threads is not None:
         positive("threads", cfg.threads, integer=True)
+    positive("seed", cfg.seed, integer=True, zero=True)
+    if cfg.eval.pgd_alpha is not None:
+        positive("eval.pgd_alpha", cfg.eval.pgd_alpha)
+    for name in ("peak", "pct_start"):  # cyclic and onecycle divide by it and by 1 - it
+        value = getattr(cfg.schedule, name)
+        if not 0 < value < 1:
+            raise ConfigError(f"schedule.{name}", f"must be a fraction of training in (0,1), got {value}")
     if not 0 <= cfg.method.reinit <= 1:
         raise ConfigError("method.reinit", f"must be a probability in [0,1], got {cfg.method.reinit}")
     for name in ("data.subset", "telemetry.natural_every"):
         section, key = name.split(".")
         if getattr(getattr(cfg, section), key) is not None:
             positive(name, getattr(getattr(cfg, section), key), integer=True)
-    if cfg.data.subset is not None and cfg.data.probe_size > cfg.data.subset:  # the probe samples the train set
-        raise ConfigError("data.probe_size", f"{cfg.data.probe_size} is more than the {cfg.data.subset} training "
-                          f"images (data.subset); pass data.probe_size={cfg.data.subset} or less (0: no probe)")
+    check_sizes(cfg.data, DATASETS[cfg.data.name].sizes)
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")

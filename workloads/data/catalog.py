@@ -35,6 +35,7 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per-channel training-set statistics, for the model's Normalize
     std: tuple[float, ...]
     read: Callable[[dict[str, Path]], RawData]  # {expected file name: path} -> arrays
+    sizes: tuple[int, int]  # (training, test) images in the standard files: config sizes are checked before loading
     subdirs: tuple[str, ...] = ()  # folders under root also searched (root may be their parent)
     gzip_ok: bool = False  # each file may also exist as FILE.gz
 
@@ -96,6 +97,7 @@ DATASETS: dict[str, DatasetInfo] = {
             subdirs=("fashion-mnist", "FashionMNIST/raw"),
             gzip_ok=True,
             read=_idx_reader(10),
+            sizes=(60000, 10000),
         ),
         DatasetInfo(
             name="mnist",
@@ -113,6 +115,7 @@ DATASETS: dict[str, DatasetInfo] = {
             subdirs=("mnist", "MNIST/raw"),
             gzip_ok=True,
             read=_idx_reader(10),
+            sizes=(60000, 10000),
         ),
         DatasetInfo(
             name="cifar10",
@@ -129,6 +132,7 @@ DATASETS: dict[str, DatasetInfo] = {
             std=(0.2471, 0.2435, 0.2616),
             subdirs=("cifar-10-batches-py",),
             read=_cifar_reader(_CIFAR10_TRAIN, "test_batch", "labels", 10),
+            sizes=(50000, 10000),
         ),
         DatasetInfo(
             name="cifar100",
@@ -145,6 +149,7 @@ DATASETS: dict[str, DatasetInfo] = {
             std=(0.2673, 0.2564, 0.2762),
             subdirs=("cifar-100-python",),
             read=_cifar_reader(("train",), "test", "fine_labels", 100),
+            sizes=(50000, 10000),
         ),
         DatasetInfo(
             name="svhn",
@@ -161,6 +166,7 @@ DATASETS: dict[str, DatasetInfo] = {
             std=(0.1980, 0.2010, 0.1970),
             subdirs=("svhn",),
             read=_read_svhn,
+            sizes=(73257, 26032),
         ),
     )
 }

@@ -14,6 +14,7 @@ import torch
 
 from workloads.evaluation.checkpoint import CheckpointError, TrialRef, load_trial, resolve, trial_data
 from workloads.evaluation.robust import ATTACK_HELP, evaluate, head, parse_attacks, with_energy_attacks
+from workloads.config import ConfigError, parse_number
 from workloads.trial import resolve_device
 
 USAGE = "energy-at eval <checkpoint.pt | trial dir | sweep dir> [options]"
@@ -42,8 +43,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000, help="samples evaluated (default 1000)")
     p.add_argument("--attacks", default="clean,pgd20,pgd50,autoattack", help=f"comma list of: {ATTACK_HELP}")
     p.add_argument("--restarts", type=int, default=2, help="PGD random restarts (default 2)")
-    p.add_argument("--eps", type=float, default=None, help="L-inf radius (default: the trial's attack.eps)")
-    p.add_argument("--alpha", type=float, default=None, help="PGD step size (default eps/4)")
+    p.add_argument("--eps", default=None, help="L-inf radius, e.g. 0.031 or 8/255 (default: the trial's attack.eps)")
+    p.add_argument("--alpha", default=None, help="PGD step size, e.g. 2/255 (default eps/4)")
     p.add_argument("--which", default="best", choices=("best", "last"), help="checkpoint of a trial/sweep dir")
     p.add_argument("--energies", action="store_true",
                    help="also log per-sample E(x), E(x,y) before/after untargeted and targeted attacks + PNG")
@@ -56,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
+    for name in ("eps", "alpha"):  # numbers or fractions, as attack.eps=8/255 in train
+        if getattr(args, name) is not None:
+            try:
+                setattr(args, name, parse_number(f"--{name}", getattr(args, name)))
+            except ConfigError as e:
+                raise CheckpointError(str(e)) from None
     for name in ("n", "restarts", "batch_size"):
         if getattr(args, name) < 1:
             raise CheckpointError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
