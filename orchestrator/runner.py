@@ -63,9 +63,9 @@ def run(cfg: TrialConfig, on_epoch: EpochCallback | None = None, *, before: Call
 @contextlib.contextmanager
 def _lock(cfg: TrialConfig) -> Iterator[None]:
     """The trial's lock: one writer per trial, and `energy-at status` tells a running trial from an
-    interrupted one by it. ConfigError if another live process holds it; a filesystem without flock
-    runs without it."""
-    run_dir = RunDir(cfg.out)
+    interrupted one by it. ConfigError if `out` cannot be written or another live process holds the
+    lock; a filesystem without flock runs without it."""
+    run_dir = RunDir(cfg.out).create()
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(run_dir.lock(run_dir.trial(trial_id(cfg))))
