@@ -16,8 +16,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
-from workloads.config import CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, flatten, trial_id, validate
+from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult
+from workloads.config import (CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, attack_alpha, eval_alpha,
+                              flatten, trial_id, validate)
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluation.per_epoch import evaluate_pgd
 from workloads.host import frozen_heap, keep_freed_memory
@@ -113,7 +114,7 @@ class Trial:
         self.model = self.model.to(memory_format=self.memory_format)
         self.method = get_method(cfg.method.name)
         self.attack = self.method.attack_name(cfg.method, cfg.attack.name)
-        self.alpha = cfg.attack.alpha or default_alpha(self.attack, cfg.attack.eps)
+        self.alpha = attack_alpha(cfg)
         self.opt = build_optimizer(self.model, cfg.optim, self.device)
         if cfg.compile:
             self.model.compile(mode=cfg.compile)  # in place: state_dict keys stay those of the eager model
@@ -236,7 +237,7 @@ class Trial:
     def evaluate_epoch(self, epoch: int) -> dict:
         """PGD evaluation of the probe and validation splits; writes `epochs` and `probes` rows."""
         cfg, ev = self.cfg, self.cfg.eval
-        alpha = ev.pgd_alpha or cfg.attack.eps / 4
+        alpha = eval_alpha(cfg)
         lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.optim.lr, cfg.schedule)
         rows: dict[str, list] = {}
         metrics: dict = {"epoch": epoch, "step": self.step - 1}
@@ -308,7 +309,7 @@ class Trial:
     def final_evaluation(self) -> dict:
         """Clean and PGD accuracy on the test split of the last model and of the best-val checkpoint."""
         ev = self.cfg.eval
-        alpha = ev.pgd_alpha or self.cfg.attack.eps / 4
+        alpha = eval_alpha(self.cfg)
 
         def test() -> dict:
             return evaluate_pgd(self.model, self.data.test, self.cfg.attack.eps, alpha, ev.pgd_steps, ev.restarts,
