@@ -5,13 +5,16 @@ Results stay in the eps-ball around x (except N-FGSM, by design, and FGSM with a
 """
 from workloads.attacks.gradient import (
     AttackResult,
+    Noise,
     energy_attack,
     fgsm,
     n_fgsm,
     pgd,
     rs_fgsm,
     trades_kl,
+    uniform,
 )
+from workloads.attacks.starts import SampleNoise
 
 ATTACKS = {
     "fgsm": fgsm,
@@ -56,5 +59,5 @@ def default_alpha(attack: str, eps: float, steps: int = 10) -> float:
     }[attack]
 
 
-__all__ = ["ATTACKS", "ATTACK_KNOBS", "SINGLE_STEP", "MULTI_STEP", "AttackResult", "default_alpha", "multi_step_alpha",
-           *ATTACKS]
+__all__ = ["ATTACKS", "ATTACK_KNOBS", "SINGLE_STEP", "MULTI_STEP", "AttackResult", "Noise", "SampleNoise",
+           "default_alpha", "multi_step_alpha", "uniform", *ATTACKS]
