@@ -81,7 +81,7 @@ class ScheduleConfig:
 @dataclass
 class EvalConfig:
     pgd_steps: int = 10
-    pgd_alpha: float | None = None  # None: eps / 4
+    pgd_alpha: float | None = None  # None: max(eps/4, 2.5 eps / pgd_steps), as a multi-step attack.alpha
     restarts: int = 1
     batch_size: int = 512
 
@@ -230,14 +230,52 @@ def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def attack_alpha(cfg: TrialConfig) -> float:
+    """The training attack's step size: `attack.alpha`, or the default of the attack the method runs."""
+    from workloads.attacks import default_alpha
+    from workloads.methods import get_method
+
+    attack = get_method(cfg.method.name).attack_name(cfg.method, cfg.attack.name)
+    return cfg.attack.alpha or default_alpha(attack, cfg.attack.eps, cfg.attack.steps)
+
+
+def eval_alpha(cfg: TrialConfig) -> float:
+    """The per-epoch evaluation's PGD step size: `eval.pgd_alpha`, or the multi-step default."""
+    from workloads.attacks import multi_step_alpha
+
+    return cfg.eval.pgd_alpha or multi_step_alpha(cfg.attack.eps, cfg.eval.pgd_steps)
+
+
+def _moved_alphas(cfg: TrialConfig, flat: dict[str, Any]) -> dict[str, Any]:
+    """`flat` with the empty step sizes whose default moved written out.
+
+    Multi-step attacks and the evaluation's PGD stepped eps/4 by default; now max(eps/4, 2.5 eps/k), the
+    same below 10 steps only. A step size that moved is hashed as its value, so exactly the trials that
+    compute something else get new ids; the others hash `null` as before.
+    """
+    from workloads.attacks import MULTI_STEP
+    from workloads.methods import get_method
+
+    old = cfg.attack.eps / 4
+    method = get_method(cfg.method.name)
+    multi_step = method.adversarial and method.attack_name(cfg.method, cfg.attack.name) in MULTI_STEP
+    moved = dict(flat)
+    if cfg.attack.alpha is None and multi_step and attack_alpha(cfg) != old:
+        moved["attack.alpha"] = attack_alpha(cfg)
+    if cfg.eval.pgd_alpha is None and eval_alpha(cfg) != old:
+        moved["eval.pgd_alpha"] = eval_alpha(cfg)
+    return moved
+
+
 def _hashed_id(cfg: TrialConfig, flat: dict[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:10]
     return f"{cfg.method.name}-s{cfg.seed}-{digest}"
 
 
 def legacy_trial_id(cfg: TrialConfig) -> str:
-    """The id earlier versions gave `cfg`: a hash over every field but RUN_ONLY, read or not."""
-    return _hashed_id(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY})
+    """The id earlier versions gave `cfg`: a hash over every field but RUN_ONLY, read or not (and, as in
+    `trial_id`, the step sizes whose default moved)."""
+    return _hashed_id(cfg, _moved_alphas(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}))
 
 
 def trial_id(cfg: TrialConfig) -> str:
@@ -245,6 +283,7 @@ def trial_id(cfg: TrialConfig) -> str:
 
     The hash leaves out RUN_ONLY and the `method.*` / `attack.*` fields that the method and its attack
     never read (`workloads.methods.read_fields`): `method=fgsm method.beta=1` is the trial `method=fgsm`.
+    An empty `attack.alpha` / `eval.pgd_alpha` whose default moved is hashed as its value (`_moved_alphas`).
     A trial that an earlier version wrote under `cfg.out` (`legacy_trial_id`, same config) keeps its id,
     so re-running an old command resumes it.
     """
@@ -253,7 +292,8 @@ def trial_id(cfg: TrialConfig) -> str:
     from workloads.methods import read_fields
     from workloads.run_dir import RunDir
 
-    new = _hashed_id(cfg, read_fields({k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}))
+    hashed = _moved_alphas(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY})
+    new = _hashed_id(cfg, read_fields(hashed))
     run_dir, old = RunDir(cfg.out), legacy_trial_id(cfg)
     started = lambda tid: run_dir.trial(tid).is_dir() or run_dir.checkpoints(tid).is_dir()  # noqa: E731
     return old if not started(new) and started(old) else new

@@ -16,8 +16,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult, default_alpha
-from workloads.config import CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, flatten, trial_id, validate
+from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult
+from workloads.config import (CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, attack_alpha, eval_alpha,
+                              flatten, trial_id, validate)
 from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
 from workloads.evaluation.per_epoch import evaluate_pgd
 from workloads.host import frozen_heap, keep_freed_memory
@@ -113,7 +114,7 @@ class Trial:
         self.model = self.model.to(memory_format=self.memory_format)
         self.method = get_method(cfg.method.name)
         self.attack = self.method.attack_name(cfg.method, cfg.attack.name)
-        self.alpha = cfg.attack.alpha or default_alpha(self.attack, cfg.attack.eps)
+        self.alpha = attack_alpha(cfg)
         self.opt = build_optimizer(self.model, cfg.optim, self.device)
         if cfg.compile:
             self.model.compile(mode=cfg.compile)  # in place: state_dict keys stay those of the eager model
@@ -236,12 +237,12 @@ class Trial:
     def evaluate_epoch(self, epoch: int) -> dict:
         """PGD evaluation of the probe and validation splits; writes `epochs` and `probes` rows."""
         cfg, ev = self.cfg, self.cfg.eval
-        alpha = ev.pgd_alpha or cfg.attack.eps / 4
         lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.optim.lr, cfg.schedule)
         rows: dict[str, list] = {}
         metrics: dict = {"epoch": epoch, "step": self.step - 1}
         for split_name, split in (("probe", self.data.probe), ("val", self.data.val)):
-            per = evaluate_pgd(self.model, split, cfg.attack.eps, alpha, ev.pgd_steps, ev.restarts, ev.batch_size)
+            per = evaluate_pgd(self.model, split, cfg.attack.eps, eval_alpha(cfg), ev.pgd_steps, ev.restarts,
+                               ev.batch_size, cfg.seed)
             summary = per.summary()
             row = {"epoch": epoch, "step": self.step - 1, "split": split_name, **summary, "lr": lr,
                    "train_loss": self.epoch_loss, "wall_time": time.time()}
@@ -281,10 +282,10 @@ class Trial:
                 status = "diverged"
                 break
             metrics = self.evaluate_epoch(epoch)
+            self.epoch = epoch + 1  # before either checkpoint: both hold the epochs done
             if metrics["val_acc_pgd"] > self.best["acc_pgd"]:
                 self.best = {"acc_pgd": metrics["val_acc_pgd"], "epoch": epoch}
                 self._save(self.checkpoint_dir / "best.pt", weights_only=True)
-            self.epoch = epoch + 1
             # merge the parts the previous checkpoint committed (one epoch behind: never uncommitted parts,
             # so a resume never truncates a merged file); the last epoch's parts merge after the loop
             self.log.compact(self.committed)
@@ -307,12 +308,11 @@ class Trial:
 
     def final_evaluation(self) -> dict:
         """Clean and PGD accuracy on the test split of the last model and of the best-val checkpoint."""
-        ev = self.cfg.eval
-        alpha = ev.pgd_alpha or self.cfg.attack.eps / 4
+        cfg, ev = self.cfg, self.cfg.eval
 
         def test() -> dict:
-            return evaluate_pgd(self.model, self.data.test, self.cfg.attack.eps, alpha, ev.pgd_steps, ev.restarts,
-                                ev.batch_size).summary()
+            return evaluate_pgd(self.model, self.data.test, cfg.attack.eps, eval_alpha(cfg), ev.pgd_steps, ev.restarts,
+                                ev.batch_size, cfg.seed).summary()
 
         last = test()
         result = {"test_n": last["n"], "test_acc_nat": last["acc_nat"], "test_acc_pgd": last["acc_pgd"]}
@@ -343,6 +343,8 @@ class Trial:
         return state
 
     def _save(self, path: Path, weights_only: bool = False) -> None:
+        """best.pt (weights only) or last.pt. `epoch` in both is the number of epochs done, i.e. the model is
+        that of after epoch index `epoch - 1` (the `epochs` table's epoch; `best["epoch"]` is such an index)."""
         state = {"model": self.model.state_dict(), "epoch": self.epoch} if weights_only else self._state()
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 

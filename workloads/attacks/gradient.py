@@ -26,6 +26,7 @@ class AttackResult:
 
 
 Objective = Callable[[Tensor], Tensor]  # logits -> per-sample value to ascend
+Noise = Callable[[Tensor, float], Tensor]  # (x, r) -> U(-r, r) noise shaped like x: an attack's random start
 
 
 def _ce(y: Tensor) -> Objective:
@@ -42,7 +43,8 @@ def _ascend(model: nn.Module, x: Tensor, delta: Tensor, objective: Objective) ->
     return grad, logits.detach().clone()  # a copy: CUDA-graph replays (compile=reduce-overhead) reuse the output
 
 
-def _uniform(x: Tensor, radius: float) -> Tensor:
+def uniform(x: Tensor, radius: float) -> Tensor:
+    """U(-radius, radius) from the global RNG: the training attacks' starts (evaluation draws `SampleNoise`)."""
     return torch.empty_like(x).uniform_(-radius, radius)
 
 
@@ -69,20 +71,20 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float | None
 
 def rs_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float) -> AttackResult:
     """RS-FGSM (Wong et al.): d ~ U(-eps, eps); d = clip(d + alpha * sign(grad CE(x+d)), -eps, eps); clip01."""
-    delta, logits = _projected_ascent(model, x, _into_image(x, _uniform(x, eps)), _ce(y), eps, alpha, steps=1)
+    delta, logits = _projected_ascent(model, x, _into_image(x, uniform(x, eps)), _ce(y), eps, alpha, steps=1)
     return AttackResult((x + delta).detach(), logits)
 
 
 def n_fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, noise: float = 2.0) -> AttackResult:
     """N-FGSM (de Jorge et al.): d ~ U(-k eps, k eps), one step of alpha, no projection to the ball; clip01."""
-    delta = _uniform(x, noise * eps)
+    delta = uniform(x, noise * eps)
     grad, logits = _ascend(model, x, delta, _ce(y))
     return AttackResult((x + delta + alpha * grad.sign()).clamp_(0, 1), logits)
 
 
 def energy_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float) -> AttackResult:
     """JEAT eq. 18: d ~ U(-eps, eps); d = clip(d + alpha * sign(grad_x E(x+d, y)), -eps, eps) - ascends E(x,y) only."""
-    delta, logits = _projected_ascent(model, x, _into_image(x, _uniform(x, eps)), lambda lg: joint_energy(lg, y),
+    delta, logits = _projected_ascent(model, x, _into_image(x, uniform(x, eps)), lambda lg: joint_energy(lg, y),
                                       eps, alpha, steps=1)
     return AttackResult((x + delta).detach(), logits)
 
@@ -98,20 +100,21 @@ def _projected_ascent(model: nn.Module, x: Tensor, delta: Tensor, objective: Obj
 
 
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int = 10,
-        restarts: int = 1, random_start: bool = True) -> AttackResult:
+        restarts: int = 1, random_start: bool = True, start: Noise = uniform) -> AttackResult:
     """PGD-k (Madry; Rice et al.): uniform start in the ball, k sign steps of alpha, project, clip01.
 
-    With several restarts each sample keeps the restart with the highest final loss.
+    With several restarts each sample keeps the restart with the highest final loss. `start` draws
+    the random starts, one call a restart.
     """
     if restarts == 1:  # training: no need for the extra forward that picks the best restart
-        delta = _into_image(x, _uniform(x, eps)) if random_start else torch.zeros_like(x)
+        delta = _into_image(x, start(x, eps)) if random_start else torch.zeros_like(x)
         delta, logits_start = _projected_ascent(model, x, delta, _ce(y), eps, alpha, steps)
         return AttackResult((x + delta).detach(), logits_start, start_is_natural=not random_start)
     best, best_loss, logits_start = x.clone(), torch.full_like(y, -torch.inf, dtype=torch.float32), None
     for _ in range(restarts):
-        delta = _into_image(x, _uniform(x, eps)) if random_start else torch.zeros_like(x)
-        delta, start = _projected_ascent(model, x, delta, _ce(y), eps, alpha, steps)
-        logits_start = start if logits_start is None else logits_start
+        delta = _into_image(x, start(x, eps)) if random_start else torch.zeros_like(x)
+        delta, first = _projected_ascent(model, x, delta, _ce(y), eps, alpha, steps)
+        logits_start = first if logits_start is None else logits_start
         with torch.no_grad():
             loss = F.cross_entropy(model(x + delta).float(), y, reduction="none")
         better = loss > best_loss

@@ -1,5 +1,10 @@
 """`energy-at eval`: final robustness (clean, PGD-k with restarts, AutoAttack) of trained checkpoints.
 
+By default it evaluates the trial's own test split (its seed and `data.test_size`: the images of
+result.json) in the trial's evaluation batches, its random starts drawn per sample from the trial's seed;
+`--attacks clean,pgd-trial` then reproduces result.json's test_acc_nat and test_acc_pgd (`--which last`)
+or best_test_acc_nat and best_test_acc_pgd (`--which best`).
+
 Writes the `evals` table (and with --energies the `attack_energies` table and a
 PNG) under the sweep directory the trial wrote to, and prints a table.
 """
@@ -13,7 +18,7 @@ from pathlib import Path
 import torch
 
 from workloads.evaluation.checkpoint import CheckpointError, TrialRef, load_trial, resolve, trial_data
-from workloads.evaluation.robust import ATTACK_HELP, evaluate, head, parse_attacks, with_energy_attacks
+from workloads.evaluation.robust import ATTACK_HELP, evaluate, for_trial, head, parse_attacks, with_energy_attacks
 from workloads.config import ConfigError, parse_number
 from workloads.trial import resolve_device
 
@@ -40,18 +45,23 @@ def parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="checkpoint .pt, <out>/checkpoints/trial=<id>, or a sweep/train out dir")
     p.add_argument("--split", default="test", choices=("test", "val"))
-    p.add_argument("--n", type=int, default=1000, help="samples evaluated (default 1000)")
+    p.add_argument("--n", type=int, default=None, help="evaluate the first n samples of the split (default: all)")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="size of the seeded test split (default: the trial's data.test_size; the test set's size "
+                        "for all of it)")
     p.add_argument("--attacks", default="clean,pgd20,pgd50,autoattack", help=f"comma list of: {ATTACK_HELP}")
-    p.add_argument("--restarts", type=int, default=2, help="PGD random restarts (default 2)")
+    p.add_argument("--restarts", type=int, default=2, help="PGD random restarts (default 2; pgd-trial: the trial's)")
     p.add_argument("--eps", default=None, help="L-inf radius, e.g. 0.031 or 8/255 (default: the trial's attack.eps)")
-    p.add_argument("--alpha", default=None, help="PGD step size, e.g. 2/255 (default eps/4)")
+    p.add_argument("--alpha", default=None,
+                   help="PGD step size, e.g. 2/255 (default max(eps/4, 2.5 eps/k) for k steps; pgd-trial: the trial's)")
     p.add_argument("--which", default="best", choices=("best", "last"), help="checkpoint of a trial/sweep dir")
     p.add_argument("--energies", action="store_true",
                    help="also log per-sample E(x), E(x,y) before/after untargeted and targeted attacks + PNG")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the trial's eval.batch_size")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the random starts and targets, drawn per sample (default: the trial's seed)")
     p.add_argument("--no-write", action="store_true", help="print only; write no Parquet")
     return p
 
@@ -63,11 +73,13 @@ def _check(args: argparse.Namespace) -> None:
                 setattr(args, name, parse_number(f"--{name}", getattr(args, name)))
             except ConfigError as e:
                 raise CheckpointError(str(e)) from None
-    for name in ("n", "restarts", "batch_size"):
-        if getattr(args, name) < 1:
+    for name in ("n", "test_size", "restarts", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise CheckpointError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
     if args.eps is not None and not 0 <= args.eps <= 1:
         raise CheckpointError(f"--eps: must be in [0, 1] (inputs are in [0,1]), got {args.eps}")
+    if args.seed is not None and args.seed < 0:
+        raise CheckpointError(f"--seed: must be a non-negative integer, got {args.seed}")
     if args.alpha is not None and args.alpha <= 0:
         raise CheckpointError(f"--alpha: must be positive, got {args.alpha}")
     check_run_options(args)
@@ -86,12 +98,15 @@ def write_table(sweep: Path, table: str, trial: str, columns: dict[str, list]) -
 def eval_one(ref: TrialRef, args: argparse.Namespace, specs, device: torch.device) -> dict:
     model, cfg, meta = load_trial(ref, device)
     eps = cfg.attack.eps if args.eps is None else args.eps
-    data = trial_data(cfg, device, test_size=None)
-    split = head(data.test if args.split == "test" else data.val, args.n)
-    if len(split) < args.n:
-        print(f"note: {args.split} split of trial {ref.trial} has {len(split)} samples (< --n {args.n})")
-    result = evaluate(model, split, specs, eps, args.alpha, args.restarts, data.num_classes, args.batch_size,
-                      energies=args.energies, seed=args.seed)
+    seed = cfg.seed if args.seed is None else args.seed
+    data = trial_data(cfg, device, test_size=args.test_size or cfg.data.test_size)
+    whole = data.test if args.split == "test" else data.val
+    split = head(whole, args.n)
+    fewer = f" (fewer than --n {args.n})" if args.n and args.n > len(whole) else ""
+    print(f"{args.split} split of trial {ref.trial}: {_samples(len(split), len(whole))}{fewer}, seed {cfg.seed}; "
+          f"attack seed {seed}")
+    result = evaluate(model, split, for_trial(specs, cfg, eps), eps, args.alpha, args.restarts, data.num_classes,
+                      args.batch_size or cfg.eval.batch_size, energies=args.energies, seed=seed)
     epoch = meta.get("epoch")
     common = {"checkpoint": str(ref.checkpoint), "which": ref.which, "checkpoint_epoch": epoch,
               "split": args.split}
@@ -118,6 +133,10 @@ def eval_one(ref: TrialRef, args: argparse.Namespace, specs, device: torch.devic
                                                {**result.energies, "split": [args.split] * n,
                                                 "checkpoint": [str(ref.checkpoint)] * n})
     return out
+
+
+def _samples(n: int, total: int) -> str:
+    return f"{n} images" if n == total else f"the first {n} of its {total} images"
 
 
 def format_table(results: list[dict], attacks: list[str]) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from workloads.attacks import pgd
+from workloads.attacks import SampleNoise, pgd
 from workloads.data import Split, batches
 from workloads.energy import delta_energy, joint_energy, marginal_energy
 
@@ -39,13 +39,17 @@ class PerSample:
 
 
 def evaluate_pgd(model: nn.Module, split: Split, eps: float, alpha: float, steps: int, restarts: int = 1,
-                 batch_size: int = 512) -> PerSample:
-    """Clean and PGD-`steps` predictions and energies of every sample of `split`, model in eval mode."""
+                 batch_size: int = 512, seed: int = 0) -> PerSample:
+    """Clean and PGD-`steps` predictions and energies of every sample of `split`, model in eval mode.
+
+    The random starts are drawn per sample from (seed, sample id): equal weights give equal results,
+    whatever the batch size, and the global RNG is left alone.
+    """
     was_training = model.training
     model.eval()
     parts: dict[str, list[Tensor]] = {k: [] for k in PerSample.__dataclass_fields__}
     for x, y, ids in batches(split, batch_size, shuffle=False):
-        x_adv = pgd(model, x, y, eps, alpha, steps, restarts).x_adv if eps > 0 else x
+        x_adv = pgd(model, x, y, eps, alpha, steps, restarts, start=SampleNoise(seed, ids)).x_adv if eps > 0 else x
         with torch.no_grad():
             nat, adv = model(x), model(x_adv)
         values = {"ids": ids, "labels": y, "e_nat": marginal_energy(nat), "e_adv": marginal_energy(adv),

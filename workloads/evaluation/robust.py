@@ -1,5 +1,9 @@
 """Final robustness evaluation: clean, PGD-k with restarts, targeted PGD, APGD-CE and AutoAttack.
 
+The random starts of PGD and the targets of targeted PGD are drawn per sample from (seed, sample id)
+(`workloads.attacks.SampleNoise`), as in the per-epoch evaluation: `pgd-trial`, the PGD of the trial's
+own evaluation, reproduces its result.json. torchattacks' attacks seed themselves per batch.
+
 PGD is the project's own (`workloads.attacks.pgd`, the same code the training loop
 evaluates with); APGD-CE and AutoAttack come from torchattacks, a maintained
 implementation. `autoattack` is the standard L-inf version with the paper's budgets
@@ -19,19 +23,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from workloads.attacks import pgd
+from workloads.attacks import Noise, SampleNoise, multi_step_alpha, pgd, uniform
+from workloads.attacks.starts import TARGETS
+from workloads.config import TrialConfig
 from workloads.data import Split, batches
 from workloads.energy import joint_energy, marginal_energy
 
-ATTACK_HELP = "clean, pgd<k> (e.g. pgd20, pgd50), pgd<k>-targeted, apgd-ce, autoattack, autoattack-fast"
-_ATTACK = re.compile(r"^(clean|pgd([1-9][0-9]*)(-targeted)?|apgd-ce|autoattack|autoattack-fast)$")
+TRIAL_PGD = "pgd-trial"
+ATTACK_HELP = ("clean, pgd<k> (e.g. pgd20, pgd50), pgd<k>-targeted, pgd-trial (the trial's own evaluation PGD), "
+               "apgd-ce, autoattack, autoattack-fast")
+_ATTACK = re.compile(r"^(clean|pgd([1-9][0-9]*)(-targeted)?|pgd-trial|apgd-ce|autoattack|autoattack-fast)$")
 
 
 @dataclass(frozen=True)
 class AttackSpec:
     name: str
-    kind: str  # clean | pgd | pgd_targeted | apgd | autoattack | autoattack-fast
+    kind: str  # clean | pgd | pgd_targeted | apgd | autoattack | autoattack-fast | trial (pgd-trial, see for_trial)
     steps: int | None = None
+    restarts: int | None = None  # None: the evaluation's restarts
+    alpha: float | None = None  # None: the evaluation's alpha, or the multi-step default for `steps`
 
     @property
     def targeted(self) -> bool:
@@ -45,6 +55,8 @@ def parse_attack(name: str) -> AttackSpec:
     text = m.group(1)
     if text in ("clean", "autoattack", "autoattack-fast"):
         return AttackSpec(text, text)
+    if text == TRIAL_PGD:
+        return AttackSpec(text, "trial")
     if text == "apgd-ce":
         return AttackSpec(text, "apgd", 100)
     return AttackSpec(text, "pgd_targeted" if m.group(3) else "pgd", int(m.group(2)))
@@ -63,6 +75,14 @@ def parse_attacks(text: str) -> list[AttackSpec]:
     return specs
 
 
+def for_trial(specs: list[AttackSpec], cfg: TrialConfig, eps: float) -> list[AttackSpec]:
+    """`pgd-trial` made the PGD of the trial's evaluation (per epoch and in result.json): `eval.pgd_steps`
+    steps, `eval.restarts` restarts, `eval.pgd_alpha` or its default (`workloads.config.eval_alpha`) at `eps`."""
+    ev = cfg.eval
+    own = AttackSpec(TRIAL_PGD, "pgd", ev.pgd_steps, ev.restarts, ev.pgd_alpha or multi_step_alpha(eps, ev.pgd_steps))
+    return [own if s.kind == "trial" else s for s in specs]
+
+
 def with_energy_attacks(specs: list[AttackSpec]) -> list[AttackSpec]:
     """Add what the energy figure needs: an untargeted PGD, APGD-CE and a targeted PGD (random wrong class)."""
     steps = next((s.steps for s in specs if s.kind == "pgd"), 20)
@@ -74,21 +94,20 @@ def with_energy_attacks(specs: list[AttackSpec]) -> list[AttackSpec]:
     return out
 
 
-def random_wrong_class(y: Tensor, num_classes: int, generator: torch.Generator) -> Tensor:
+def random_wrong_class(y: Tensor, num_classes: int, draws: SampleNoise) -> Tensor:
     """A uniformly drawn class != y for every sample."""
-    shift = torch.randint(1, num_classes, y.shape, generator=generator).to(y.device)
-    return (y + shift) % num_classes
+    return (y + draws.integers(1, num_classes).to(y.device)) % num_classes
 
 
 def targeted_pgd(model: nn.Module, x: Tensor, target: Tensor, eps: float, alpha: float, steps: int,
-                 restarts: int = 1) -> Tensor:
+                 restarts: int = 1, start: Noise = uniform) -> Tensor:
     """L-inf PGD that *descends* CE(f(x'), target): random start, sign steps, project, clip01.
 
     With several restarts each sample keeps the restart with the lowest loss towards its target.
     """
     best, best_loss = x.clone(), torch.full(target.shape, torch.inf, device=x.device)
     for _ in range(restarts):
-        delta = torch.empty_like(x).uniform_(-eps, eps)
+        delta = start(x, eps)
         delta = (x + delta).clamp_(0, 1) - x
         for _ in range(steps):
             with torch.enable_grad():
@@ -111,17 +130,18 @@ def _torchattacks():
     return torchattacks
 
 
-def run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float,
-               restarts: int, num_classes: int, generator: torch.Generator,
-               seed: int = 0) -> tuple[Tensor, Tensor | None]:
-    """(x_adv, target or None) for one batch; model in eval mode."""
+def run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ids: Tensor, eps: float, alpha: float,
+               restarts: int, num_classes: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """(x_adv, target or None) for one batch of samples `ids`; model in eval mode. The global RNG is left alone."""
+    if spec.kind == "trial":
+        raise ValueError(f"{TRIAL_PGD} is the PGD of a trial: resolve it with for_trial(specs, cfg, eps)")
     if spec.kind == "clean" or eps == 0:
         return x, None
     if spec.kind == "pgd":
-        return pgd(model, x, y, eps, alpha, spec.steps, restarts).x_adv, None
+        return pgd(model, x, y, eps, alpha, spec.steps, restarts, start=SampleNoise(seed, ids)).x_adv, None
     if spec.kind == "pgd_targeted":
-        target = random_wrong_class(y, num_classes, generator)
-        return targeted_pgd(model, x, target, eps, alpha, spec.steps, restarts), target
+        target = random_wrong_class(y, num_classes, SampleNoise(seed, ids, TARGETS))
+        return targeted_pgd(model, x, target, eps, alpha, spec.steps, restarts, start=SampleNoise(seed, ids)), target
     ta = _torchattacks()
     if spec.kind == "apgd":
         attack = ta.APGD(model, norm="Linf", eps=eps, steps=spec.steps, n_restarts=1, loss="ce", seed=seed)
@@ -129,7 +149,9 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, eps: fl
         attack = ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
     else:
         attack = autoattack_standard(model, eps, num_classes, seed)
-    return attack(x, y).detach(), None
+    cuda = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # torchattacks calls torch.manual_seed(seed)
+        return attack(x, y).detach(), None
 
 
 def autoattack_standard(model: nn.Module, eps: float, num_classes: int, seed: int = 0, iterations: int = 100,
@@ -163,13 +185,15 @@ def evaluate(model: nn.Module, split: Split, specs: list[AttackSpec], eps: float
              seed: int = 0) -> EvalResult:
     """Accuracy of `model` on `split` under every attack in `specs` (and per-sample energies if asked).
 
-    alpha: PGD step size, default eps/4 (as the per-epoch evaluation). All attacks see the same samples.
+    alpha: PGD step size, default max(eps/4, 2.5 eps/k) for k steps (as the trial's attacks); a spec's own
+    alpha and restarts (`pgd-trial`) win. Every attack sees the same samples; random starts and targets are
+    drawn per sample from (seed, sample id).
     """
-    alpha = alpha or eps / 4
+    def step(spec: AttackSpec) -> float | None:
+        return spec.alpha or alpha or (multi_step_alpha(eps, spec.steps) if spec.steps else None)
+
     was_training = model.training
     model.eval()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     correct = {s.name: 0 for s in specs}
     seconds = {s.name: 0.0 for s in specs}
     cols: dict[str, list] = {}
@@ -181,7 +205,8 @@ def evaluate(model: nn.Module, split: Split, specs: list[AttackSpec], eps: float
         n += len(y)
         for spec in specs:
             started = time.perf_counter()
-            x_adv, target = run_attack(spec, model, x, y, eps, alpha, restarts, num_classes, gen, seed)
+            x_adv, target = run_attack(spec, model, x, y, ids, eps, step(spec), spec.restarts or restarts,
+                                       num_classes, seed)
             with torch.no_grad():
                 adv = model(x_adv) if x_adv is not x else nat
             seconds[spec.name] += time.perf_counter() - started
@@ -210,6 +235,7 @@ def evaluate(model: nn.Module, split: Split, specs: list[AttackSpec], eps: float
         rows.append({"attack": spec.name, "eps": 0.0 if spec.kind == "clean" else eps, "n": n,
                      "accuracy": correct[spec.name] / max(n, 1),
                      "steps": spec.steps if spec.kind in ("pgd", "pgd_targeted", "apgd") else None,
-                     "restarts": restarts if is_pgd else None, "alpha": alpha if is_pgd else None,
+                     "restarts": (spec.restarts or restarts) if is_pgd else None,
+                     "alpha": step(spec) if is_pgd else None,
                      "seconds": seconds[spec.name]})
     return EvalResult(rows, cols if energies else None)
