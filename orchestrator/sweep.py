@@ -24,7 +24,7 @@ from workloads.run_dir import RunDir
 from workloads.telemetry.schema import EVENT_KINDS
 
 TRIAL_KEYS = {"method", "attack", "data", "model", "optim", "schedule", "eval", "telemetry", "epochs",
-              "batch_size", "seed", "device", "threads"}
+              "batch_size", "seed", "device", "threads", "precision", "channels_last", "compile"}
 
 
 @dataclass
