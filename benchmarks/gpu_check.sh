@@ -36,12 +36,13 @@
 # Ray does not fit: its wheel (ray 2.60.0 for Python 3.12) is 76 MiB, over the limit alone, so the
 # `sweep` step fails with "No module named 'ray'" unless the machine's image gains Ray; every other step
 # still runs (plotly, for the sweep's report, is left out for the same reason).
-# Then one call, leaving two minutes of the session's 15 for the machine's start:
+# Then one call (with the machine's start, about 10 of the session's 15 minutes of device time):
 #   run(command='bash benchmarks/gpu_check.sh "$OUT"', carry=['.whl'], timeout_s=480)
 # Into OUTDIR go summary.json, summary.md and logs.tar.gz (each step's log and figures); data, sweeps and
 # trials stay in a work folder ($GPU_CHECK_WORK, default a new /tmp/gpu-check.*), so $OUT holds 3 files.
-# GPU_CHECK_BUDGET (seconds, default 450 on GPU) caps the whole run: a step that would outlast it is
-# cut short by its timeout, and steps left after it are recorded as skipped.
+# GPU_CHECK_BUDGET (seconds, default 440 on GPU, 420 on CPU) caps the steps: a step that would outlast it
+# is cut short by its timeout and the steps after it are recorded as skipped, so that the summary is
+# written inside the call's 480 s (wheels' install and summary included).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -63,7 +64,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then  # carried wheels (see the header): 
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-flag=""; budget=${GPU_CHECK_BUDGET:-450}
+flag=""; budget=${GPU_CHECK_BUDGET:-440}
 if [ "$cpu" = 1 ]; then  # one thread a process: on a shared 2-core machine more only wait for each other
   flag="--cpu"; budget=${GPU_CHECK_BUDGET:-420}; export OMP_NUM_THREADS=1
 fi
