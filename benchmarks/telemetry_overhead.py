@@ -1,6 +1,6 @@
 """Per-batch energy telemetry's cost relative to the training step it observes, in one process.
 
-    python benchmarks/telemetry_overhead.py [--methods fgsm pgd trades] [--steps 200] [OVERRIDES]
+    python benchmarks/telemetry_overhead.py [--methods fgsm pgd trades] [--steps 200] [--json F] [OVERRIDES]
 
 Every step is timed in two parts on the same batch: `Trial.optimise` (the step) and
 `Trial.telemetry` (handing the step's logits to the log, the batched energies of
@@ -12,14 +12,22 @@ Methods that do not compute f(x) themselves (rs_fgsm, n_fgsm, pgd, prejeat, jeat
 an extra no-grad forward for the natural energies every `telemetry.natural_every`
 steps: that is part of what telemetry costs and is included. The trial is built on
 the full training set, so that default cadence is the one of a real run.
+
+On CUDA every timed step also runs under CUDA's sync debug mode ("warn", counted: "error" would
+abort the step at the first sync); a training step should make none. The steps that write a
+Parquet part (every `flush_every`) copy their block to the host by design and are counted apart.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -36,45 +44,75 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(method: str, steps: int, overrides: list[str]) -> tuple[float, float, int]:
-    """(seconds of the step, seconds of its telemetry), per step, over `steps` steps after 5 warm-up steps
-    (and a first Parquet write), and the trial's natural_every."""
+@contextlib.contextmanager
+def counting_syncs(device: torch.device, counts: list[int]) -> Iterator[None]:
+    """Append to `counts` the host syncs CUDA's sync debug mode reports inside the block (CPU: nothing to count)."""
+    if device.type != "cuda":
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    counts.append(sum("synchroniz" in str(w.message) for w in caught))
+
+
+def measure(method: str, steps: int, overrides: list[str]) -> dict:
+    """Seconds of the step and of its telemetry, per step, over `steps` steps after 5 warm-up steps (and a
+    first Parquet write); the trial's natural_every; host syncs in the timed steps, flushes apart (CUDA)."""
     with tempfile.TemporaryDirectory() as out:
         trial = Trial(compose_trial([f"method={method}", f"out={out}", "telemetry.flush_every=100", *overrides]))
         data = [b for b, _ in zip(batches(trial.data.train, trial.cfg.batch_size, shuffle=True,
                                           generator=torch.Generator().manual_seed(0)), range(64))]
         step_s = telemetry_s = 0.0
+        syncs: dict[str, list[int]] = {"step": [], "flush": []}
         with frozen_heap():  # as in Trial.train_epoch
             for i in range(steps + 5):
                 x, y, _ = data[i % len(data)]
                 trial.step = i
                 sync(trial.device)
+                counts: list[int] = []
                 t0 = time.perf_counter()
-                s = trial.optimise(x, y, 0.01)
+                with counting_syncs(trial.device, counts):
+                    s = trial.optimise(x, y, 0.01)
                 sync(trial.device)
                 t1 = time.perf_counter()
-                trial.telemetry(0, 0.01, s)
+                with counting_syncs(trial.device, counts):
+                    trial.telemetry(0, 0.01, s)
                 sync(trial.device)
                 if i >= 5:
                     step_s, telemetry_s = step_s + t1 - t0, telemetry_s + time.perf_counter() - t1
+                    syncs["flush" if trial.log.pending == 0 else "step"].append(sum(counts))
                 elif i == 4:  # the first Parquet write imports pyarrow's lazy modules (~0.5 s, once per process)
                     trial.log.flush()
         trial.log.flush()
-        return step_s / steps, telemetry_s / steps, trial.natural_every
+        return {"step_ms": step_s / steps * 1e3, "telemetry_ms": telemetry_s / steps * 1e3,
+                "overhead": telemetry_s / step_s, "natural_every": trial.natural_every, "device": str(trial.device),
+                "flushes": len(syncs["flush"]), **({"host_syncs": sum(syncs["step"]), "flush_syncs": sum(syncs["flush"])}
+                                                   if trial.device.type == "cuda" else {"host_syncs": None})}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=["fgsm", "rs_fgsm", "pgd", "trades", "jeat"])
     ap.add_argument("--steps", type=int, default=200, help="timed steps per method (2 Parquet flushes)")
+    ap.add_argument("--json", type=Path, default=None, help="write {method: figures} to this file")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=preact_resnet18 device=cuda")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, overrides {args.overrides or '-'}")
-    print(f"{'method':<10} {'step ms':>9} {'telemetry ms':>13} {'overhead':>9} {'natural_every':>14}")
+    print(f"{'method':<10} {'step ms':>9} {'telemetry ms':>13} {'overhead':>9} {'natural_every':>14} "
+          f"{'host syncs (steps / flushes)':>29}")
+    rows = {}
     for method in args.methods:
-        step, telemetry, every = measure(method, args.steps, args.overrides)
-        print(f"{method:<10} {step * 1e3:>9.2f} {telemetry * 1e3:>13.3f} {telemetry / step:>9.2%} {every:>14}",
-              flush=True)
+        r = rows[method] = measure(method, args.steps, args.overrides)
+        syncs = f"{r['host_syncs']} / {r['flush_syncs']}" if r["device"].startswith("cuda") else "not checked (CPU)"
+        print(f"{method:<10} {r['step_ms']:>9.2f} {r['telemetry_ms']:>13.3f} {r['overhead']:>9.2%} "
+              f"{r['natural_every']:>14} {syncs:>29}", flush=True)
+        if args.json:  # after each method: a later one that fails or times out leaves these
+            args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

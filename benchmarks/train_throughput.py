@@ -7,7 +7,8 @@ Each method family (single-step FGSM, PGD-10, TRADES, JEAT) runs one epoch of th
 same model, data size and batch in three implementations, round-robin after a
 warm-up round: the reference loop (benchmarks/reference_loop.py), energy-at in
 fp32 (the default config) and energy-at's fast path (bf16 autocast for the
-network, channels_last; `--fast` adds e.g. a torch.compile mode). Telemetry is on
+network, channels_last; `--fast` adds e.g. a torch.compile mode; `--variants ... graphs`
+adds the fast path under CUDA graphs, `compile=reduce-overhead`). Telemetry is on
 in both energy-at variants, whose trials are built on the whole training set (so
 their default `telemetry.natural_every` is that of a real run) and time an epoch of
 its first `--n` images; each ratio is energy-at / reference. On GPU the table also reports the
@@ -18,6 +19,8 @@ bf16 matmul rate.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import sys
 import tempfile
@@ -81,16 +84,28 @@ def first_batch(trial: Trial) -> tuple[torch.Tensor, torch.Tensor]:
     return trial.data.train.images[:n].float() / 255, trial.data.train.labels[:n]
 
 
+class Untracked(contextlib.nullcontext):
+    """FlopCounterMode's module tracker, switched off: its backward hooks break torch.autograd.grad with respect
+    to an input, as the attacks take it ('A leaf node was passed to _will_engine_execute_node'). The total
+    needs no per-module breakdown: every op counts in the tracker's one parent, 'Global'."""
+
+    parents = {"Global"}
+
+
 def step_flops(trial: Trial) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     x, y = first_batch(trial)
-    with FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = Untracked()
+    with counter:
         trial.telemetry(0, 0.01, trial.optimise(x, y, 0.01))
     return counter.get_total_flops()
 
 
 FAST = ["precision=bf16", "channels_last=true"]  # energy-at's fast path (bf16 network, fp32 energies and losses)
+GRAPHS = [*FAST, "compile=reduce-overhead"]  # ... with the network's steps replayed as CUDA graphs
+VARIANTS = ("reference", "fp32", "fast", "graphs")
 
 
 def trial(family: str, overrides: list[str], out: str, data: Dataset | None, device, n: int) -> Trial:
@@ -120,23 +135,25 @@ def host_syncs(trial: Trial) -> str:
         torch.cuda.set_sync_debug_mode("default")
 
 
-def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
-    """img/s of one epoch for the reference loop, energy-at fp32 and energy-at's fast path, alternating rounds."""
+def run(family: str, args, device, overrides: list[str], batch: int, data: Dataset | None) -> dict:
+    """img/s of one epoch for each of `args.variants` (the reference loop, energy-at fp32, energy-at's fast path,
+    the fast path under CUDA graphs), alternating rounds."""
     overrides = [*overrides, f"batch_size={batch}"]
     with tempfile.TemporaryDirectory() as out:
-        data = synthetic_cifar(CIFAR_TRAIN, device) if args.gpu else None
-        ours = {"fp32": trial(family, overrides, out + "/fp32", data, device, args.n),
-                "fast": trial(family, [*overrides, *FAST, *args.fast], out + "/fast", data, device, args.n)}
-        cfg, d = ours["fp32"].cfg, ours["fp32"].data
+        variants = {"fp32": overrides, "fast": [*overrides, *FAST, *args.fast], "graphs": [*overrides, *GRAPHS]}
+        ours = {k: trial(family, o, f"{out}/{k}", data, device, args.n) for k, o in variants.items()
+                if k in args.variants}
+        cfg, d = next(iter(ours.values())).cfg, next(iter(ours.values())).data
         model = build_from_config(cfg, device)
         o = cfg.optim  # the method's optimiser (JEAT: Adam), with the reference code's plain (non-fused) update
         opt = (torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
                if o.name == "adam" else
                torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay))
         data_loader = ref.loader(d.train.images, d.train.labels, batch, args.workers)
-        buffer = torch.rand(10000, *d.shape)
+        buffer = torch.rand(cfg.method.buffer_size, *d.shape)  # JEAT's replay buffer, the trial's size
         reference = lambda: FAMILIES[family][1](model, data_loader, opt, device, cfg, buffer)  # noqa: E731
-        epochs = {"reference": reference, **{k: (lambda r, t=t: t.train_epoch(r)) for k, t in ours.items()}}
+        epochs = {**({"reference": reference} if "reference" in args.variants else {}),
+                  **{k: (lambda r, t=t: t.train_epoch(r)) for k, t in ours.items()}}
         times: dict[str, list[float]] = {k: [] for k in epochs}
         for r in range(args.rounds + 1):  # round 0 warms up (and compiles) every variant
             for name, epoch in epochs.items():
@@ -147,7 +164,7 @@ def run(family: str, args, device, overrides: list[str], batch: int) -> dict:
                 if r:
                     times[name].append(time.perf_counter() - t)
         row = {k: len(d.train) / min(v) for k, v in times.items()}
-        if args.gpu:
+        if args.gpu and "fast" in ours:
             fast = ours["fast"]
             steps = math.ceil(len(fast.data.train) / fast.cfg.batch_size)  # of the timed epoch
             row["tflops"] = step_flops(fast) * steps / min(times["fast"]) / 1e12
@@ -170,12 +187,17 @@ def main() -> None:
     ap.add_argument("--fast", nargs="*", default=[], metavar="OVERRIDE",
                     help="extra overrides for the fast path only, e.g. compile=max-autotune-no-cudagraphs")
     ap.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE", dest="overrides",
-                    help="Hydra overrides for every energy-at variant")
+                    help="Hydra overrides for every energy-at variant (with --gpu, model=... replaces PreActResNet-18)")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=["reference", "fp32", "fast"],
+                    help="graphs: the fast path with compile=reduce-overhead (CUDA only)")
+    ap.add_argument("--json", type=Path, default=None, help="append each row to this file as a JSON line")
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if args.gpu else "cpu"))
     if args.gpu:
         args.n, args.batch = args.n or 10240, args.batch or [128, 512]
-        overrides = ["model=preact_resnet18", "attack=linf_cifar", "data=cifar10", *args.overrides]
+        given = {o.split("=", 1)[0] for o in args.overrides}
+        overrides = [*(o for o in ("model=preact_resnet18", "attack=linf_cifar", "data=cifar10")
+                       if o.split("=", 1)[0] not in given), *args.overrides]
         peak = bf16_matmul_tflops(device, 8192 if device.type == "cuda" else 1024)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print(f"{name}: measured bf16 matmul {peak:.1f} TFLOP/s")
@@ -184,16 +206,22 @@ def main() -> None:
         overrides = args.overrides
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, n={args.n}, "
           f"overrides {overrides}, fast path {FAST + args.fast}")
-    print(f"{'family':<8} {'batch':>5} {'reference':>10} {'fp32':>10} {'ratio':>6} {'fast':>10} {'ratio':>6}"
-          + ("  TFLOP/s  of peak" if args.gpu else "") + "   (img/s)")
+    data = synthetic_cifar(CIFAR_TRAIN, device) if args.gpu else None  # one set for every run (trials slice it)
+    base = args.variants[0]  # the ratios' denominator: the reference loop unless it is left out
+    print(f"{'family':<8} {'batch':>5} " + " ".join(f"{v:>10} {'ratio':>6}" for v in args.variants)
+          + ("  TFLOP/s  of peak" if args.gpu else "") + f"   (img/s; ratio to {base})")
     for batch in args.batch:
         for family in args.families:
-            row = run(family, args, device, overrides, batch)
-            line = (f"{family:<8} {batch:>5} {row['reference']:>10.1f} {row['fp32']:>10.1f} "
-                    f"{row['fp32'] / row['reference']:>6.2f} {row['fast']:>10.1f} {row['fast'] / row['reference']:>6.2f}")
-            if args.gpu:
+            row = run(family, args, device, overrides, batch, data)
+            line = f"{family:<8} {batch:>5} " + " ".join(f"{row[v]:>10.1f} {row[v] / row[base]:>6.2f}"
+                                                         for v in args.variants)
+            if "tflops" in row:
                 line += f"  {row['tflops']:>7.1f}  {row['tflops'] / peak:>6.1%}  host syncs in a step: {row.get('syncs')}"
             print(line, flush=True)
+            if args.json:
+                with args.json.open("a") as f:
+                    f.write(json.dumps({"family": family, "batch": batch, "device": str(device), **row,
+                                        **({"peak_tflops": peak} if args.gpu else {})}) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from orchestrator.config import compose_trial
+from workloads.config import ConfigError
 from workloads.trial import Trial
 
 FAST = ["precision=bf16", "channels_last=true"]
@@ -47,6 +48,13 @@ def test_compiled_network_trains_like_eager_and_saves_eager_keys(tmp_path):
     assert b["loss"].to_numpy() == pytest.approx(a["loss"].to_numpy(), rel=0.05)
     state = torch.load(compiled.checkpoint_dir / "last.pt", weights_only=True)["model"]
     eager.model.load_state_dict(state)  # strict: no `_orig_mod.` prefixes from the compiled wrapper
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="device=auto is cuda here")
+def test_cuda_graphs_refused_when_auto_finds_no_gpu(tmp_path):
+    with pytest.raises(ConfigError, match=r"^compile: 'reduce-overhead' records CUDA graphs .* device=auto is cpu"):
+        Trial(compose_trial(["compile=reduce-overhead", "device=auto", f"out={tmp_path}"]))
+    assert not any(tmp_path.iterdir())  # refused before any file is written
 
 
 def _epoch_spans(out):

@@ -33,6 +33,12 @@ def test_command_line_overrides_replace_the_preset(tmp_path):
     assert all(t.out == str(tmp_path) and t.threads == 1 for t in plan.trials)
 
 
+def test_fast_path_fields_are_trial_overrides(tmp_path):
+    plan = SweepPlan.from_overrides(["sweep=smoke", "precision=bf16", "channels_last=true", "compile=default",
+                                     f"sweep.out={tmp_path}"])
+    assert all((t.precision, t.channels_last, t.compile) == ("bf16", True, "default") for t in plan.trials)
+
+
 def test_bad_trial_in_a_sweep_names_trial_and_field_and_starts_nothing(tmp_path):
     out = tmp_path / "sweep"
     r = energy_at("sweep", "sweep=smoke", "attack.eps=0.1,-1", f"sweep.out={out}")

@@ -96,6 +96,9 @@ class Trial:
         self.cfg, self.id = cfg, trial_id(cfg)
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
+        if cfg.compile in CUDA_GRAPH_MODES and self.device.type != "cuda":  # validate sees only device=cpu, not auto
+            raise ConfigError("compile", f"{cfg.compile!r} records CUDA graphs and needs a CUDA device, but "
+                              f"device={cfg.device} is {self.device}; use compile=default or leave compile unset")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.device.type == "cpu":
