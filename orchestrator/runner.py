@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from orchestrator.stopper import stop_rule
 from workloads.config import ConfigError, TrialConfig, flatten, trial_id
 from workloads.data import DatasetError
-from workloads.run_dir import RunDir, succeeded
+from workloads.run_dir import DiskFull, RunDir, succeeded
 from workloads.trial import Trial
 
 EpochCallback = Callable[[Trial, dict], None]
@@ -98,7 +98,8 @@ def _record_failure(cfg: TrialConfig, trial: Trial | None, error: BaseException)
             run_dir.write_config(tid, flatten(cfg) | {"trial_id": tid})
         run_dir.write_result(tid, result)
     except Exception as e:  # never hide the trial's own exception
-        print(f"energy-at: could not record the failure of the trial: {e}", file=sys.stderr)
+        if not isinstance(e, DiskFull):  # a full disk: the trial's own error says so
+            print(f"energy-at: could not record the failure of the trial: {e}", file=sys.stderr)
 
 
 def outcomes(results: Iterable[tuple[str, dict | None]]) -> tuple[str, list[str]]:

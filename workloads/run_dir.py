@@ -19,6 +19,7 @@ leaves a partial file. Readers skip hidden names (`.x.tmp`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -39,6 +40,18 @@ def succeeded(result: dict | None) -> bool:
     """Did the trial of this result.json end as a trial may (finished, stopped or diverged)?"""
     return result is not None and result.get("status") in SUCCEEDED
 
+class DiskFull(OSError):
+    """A write under `<out>` found no space left on its device; nothing partial was kept."""
+
+
+def _no_space(error: BaseException) -> bool:
+    """Is `error` a full device? torch.save's zip writer and pyarrow report it in their own words."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(error, (OSError, RuntimeError)) and any(
+        s in str(error) for s in ("No space left", "unexpected pos", "file write failed"))
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], None], mode: int = 0o644) -> Path:
     """Write `data` (text, bytes, or a function that writes a given path) to `path` atomically,
     with permissions `mode` from the start (0o600 keeps a secret unreadable even as a temp file)."""
@@ -55,8 +68,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
         with open(tmp, "rb+") as f:  # on disk before the rename makes it visible
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if _no_space(e):
+            raise DiskFull(f"no space left on the device writing {path}: free some space and run the same "
+                           "command again; the trial resumes from its last checkpoint") from None
         raise
     return path
 

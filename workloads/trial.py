@@ -355,7 +355,12 @@ class Trial:
         """Load last.pt if there is one, and drop telemetry written after it."""
         path = self.checkpoint_dir / "last.pt"
         if path.exists():
-            state = torch.load(path, map_location=self.device, weights_only=True)
+            try:
+                state = torch.load(path, map_location=self.device, weights_only=True)
+            except Exception as e:  # truncated by a copy, a disk error, a crash outside atomic_write
+                why = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+                raise ConfigError("checkpoint", f"{path} is unreadable ({why}); delete it to train the trial "
+                                  "again from scratch (its logs are truncated to match), or put back a copy") from None
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
