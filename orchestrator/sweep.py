@@ -37,7 +37,7 @@ class Resources:
 
 @dataclass
 class SweepSettings:
-    name: str = "sweep"
+    name: str | None = None  # Tune's experiment, the Slurm job's and MLflow's name; None: the name of `out`
     out: str = "runs/sweep"  # the sweep directory: telemetry tables, trial configs, checkpoints, Tune state
     trial: list[str] = field(default_factory=list)  # trial overrides in Hydra sweep syntax
     # grid: every grid point x `num_samples` draws of the interval(...) axes, planned and validated up front;
@@ -128,6 +128,7 @@ class SweepPlan:
         s = config.sweep
         _validate_settings(config)
         out = Path(s.out).resolve()
+        s.name = s.name or out.name
 
         def planned(overrides: list[str], label: str) -> TrialConfig:
             try:

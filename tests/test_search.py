@@ -65,8 +65,8 @@ def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(t
     assert "3 trials picked by optuna from 2 validated categorical combination(s)" in r.stdout
 
     plan = SweepPlan.from_overrides(args)
-    assert list((tmp_path / "tune" / "smoke").glob("searcher-state-*.pkl"))  # Tune saved the searcher's state
-    grid = plan.tuner().get_results()  # Tuner.restore of <out>/tune/smoke
+    assert list((tmp_path / "tune" / tmp_path.name).glob("searcher-state-*.pkl"))  # Tune saved the searcher's state
+    grid = plan.tuner().get_results()  # Tuner.restore of <out>/tune/<out's name>
     assert grid.num_errors == 0 and len(grid) == 3
     ran = {}
     for result in grid:

@@ -72,6 +72,6 @@ def test_smoke_sweep_on_embedded_ray_writes_every_trials_logs_and_a_report(tmp_p
         steps = result["steps_done"]
         assert result["status"] in ("finished", "stopped") and steps > 0
         assert sorted(batches.filter(pl.col("trial") == trial)["step"].to_list()) == list(range(steps))
-    assert (tmp_path / "tune" / "smoke").is_dir()  # Tune's own state next to the telemetry
+    assert (tmp_path / "tune" / tmp_path.name).is_dir()  # Tune's own state next to the telemetry
     html = (tmp_path / "report.html").read_text()
     assert all(t in html for t in trials)

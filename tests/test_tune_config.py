@@ -69,7 +69,7 @@ def test_a_sweeps_tune_results_show_each_trials_hyperparameters(tmp_path):
     assert {c["method.name"] for c in expected.values()} == {"fgsm", "rs_fgsm"}
     assert len({c["optim.lr"] for c in expected.values()}) == 2
 
-    grid = plan.tuner().get_results()  # the sweep's own path: Tuner.restore of <out>/tune/smoke
+    grid = plan.tuner().get_results()  # the sweep's own path: Tuner.restore of <out>/tune/<out's name>
     assert grid.num_errors == 0 and len(grid) == 2
     frame = grid.get_dataframe()
     got = {row["config/trial"]: {"trial": row["config/trial"], "method.name": row["config/method.name"],
@@ -81,7 +81,7 @@ def test_a_sweeps_tune_results_show_each_trials_hyperparameters(tmp_path):
     assert best.config == expected[best.config["trial"]]
 
     for tid, config in expected.items():
-        trial_dir = tmp_path / "tune" / "smoke" / tid
+        trial_dir = tmp_path / "tune" / tmp_path.name / tid
         assert json.loads((trial_dir / "params.json").read_text()) == config
         assert hparams(next(trial_dir.glob("events.out.tfevents.*"))) == config
         ran = json.loads((tmp_path / "trials" / f"trial={tid}" / "config.json").read_text())
