@@ -66,6 +66,25 @@ def test_the_installed_versions_satisfy_the_ranges():
         assert req.specifier.contains(installed, prereleases=True), f"installed {req.name} {installed} outside {req}"
 
 
+def _installed_closure(*names: str) -> dict:
+    """The installed distributions of `names` and of everything they require (name -> Distribution)."""
+    from importlib.metadata import distribution
+
+    todo, found = list(names), {}
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in found:
+            continue
+        try:
+            found[name] = dist = distribution(name)
+        except PackageNotFoundError:
+            continue  # required only on other platforms (markers) or not installed
+        for r in map(Requirement, dist.requires or []):
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r.name)
+    return found
+
+
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (ROOT / ".venv").resolve(),
                     reason="not the .venv `make setup` made from constraints.txt")
 def test_the_setup_venv_has_the_pinned_versions_and_nothing_else():
@@ -75,7 +94,9 @@ def test_the_setup_venv_has_the_pinned_versions_and_nothing_else():
         installed = Version(version(name))
         assert Version(installed.public) == pin, f"{name}: installed {installed}, constraints.txt {pin}"
     # the resolver adds whatever a pinned package needs and the lock lacks: constraints.txt is then incomplete
-    unpinned = {canonicalize_name(d.metadata["Name"]) for d in distributions()} - PINS.keys() - {"pip", "energy-at"}
+    # (a CUDA torch installed first brings its own nvidia-* wheels: not the lock's business)
+    unpinned = ({canonicalize_name(d.metadata["Name"]) for d in distributions()} - PINS.keys()
+                - _installed_closure("torch", "torchvision").keys() - {"pip", "energy-at"})
     assert not unpinned, f"installed but not in constraints.txt: {sorted(unpinned)}"
 
 
@@ -92,30 +113,16 @@ def _venv_holding_torch(root: Path) -> Path:
     (`*.dist-info`) of both and of their dependencies, copied from this environment, and nothing else.
     pip resolves from metadata alone, so a dry run here answers as in a fresh venv with torch installed,
     without the gigabyte of torch; the venv has no pip (the outer pip drives it through --python)."""
-    import re
     import sysconfig
     import venv
-    from importlib.metadata import distribution
 
     venv.EnvBuilder(with_pip=False).create(root)
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(root), "platbase": str(root)}))
-    todo, seen = ["torch", "torchvision"], set()
-    while todo:
-        name = canonicalize_name(todo.pop())
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            dist = distribution(name)
-        except PackageNotFoundError:
-            continue  # a marker-less optional dependency that is not installed
+    paths = {"base": str(root), "platbase": str(root)}
+    site = Path(sysconfig.get_path("purelib", vars=paths))
+    for dist in _installed_closure("torch", "torchvision").values():
         meta = next(f for f in dist.files if f.name == "METADATA" and f.parent.name.endswith(".dist-info"))
         shutil.copytree(meta.locate().parent, site / meta.parent.name)
-        for r in map(Requirement, dist.requires or []):
-            if r.marker is None or r.marker.evaluate({"extra": ""}):
-                todo.append(r.name)
-    return Path(sysconfig.get_path("scripts", vars={"base": str(root), "platbase": str(root)})) / (
-        "python.exe" if sys.platform == "win32" else "python")
+    return Path(sysconfig.get_path("scripts", vars=paths)) / ("python.exe" if sys.platform == "win32" else "python")
 
 
 def _dry_run(python: Path, target: str, report: Path, limit_s: float = 600) -> tuple[int, float, float, str]:
