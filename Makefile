@@ -18,14 +18,13 @@ system: /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz /usr/bin/ch
 	  || (apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT) >/dev/null)
 
 # pyproject.toml states ranges (energy-at installs like a library); constraints.txt pins the
-# versions tested here and is installed as a lock file (--no-deps: every package is in it, pip's
-# resolver is not asked; see its header for why). torch==2.13.0 there is the CPU wheel on this machine; on a GPU cluster
-# install the CUDA build of that version into .venv first and it is kept.
+# versions tested here and is complete, so pip's resolver installs it as a lock file (see its
+# header). torch==2.13.0 there is the CPU wheel on this machine; on a GPU cluster install the
+# CUDA build of that version into .venv first and it is kept.
 python: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(shell command -v $(PY) || echo python3) -m venv $(VENV)
-	$(BIN)/pip install -q --no-deps -r constraints.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q -r constraints.txt -e '.[test]'
 	touch $@
 
 sweep: setup

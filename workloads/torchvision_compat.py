@@ -5,15 +5,15 @@ ops (`torchvision/_C.so`) do not load next to a CPU-only torch. torchvision then
 still imports its Python parts, but `torchvision/_meta_registrations.py` calls
 `torch.library.register_fake("torchvision::nms")` (and `qnms`) at import time,
 which raises "operator torchvision::nms does not exist" because nothing
-defined those op schemas. torchattacks and torch-fidelity import torchvision,
-so they fail with it.
+defined those op schemas. torch-fidelity imports torchvision, so it fails
+with it.
 
 `ensure_torchvision()` imports torchvision; only if that fails for exactly this
 reason does it define the two op *schemas* (no kernels) through a
 `torch.library.Library("torchvision", "FRAGMENT")` and import again. The Python
 parts of torchvision (transforms, utils, model definitions) then work; its C++
 ops (nms, roi_align, ...) still do not - calling them raises. Nothing in
-energy-at uses them. Import this module before torchattacks / torch_fidelity.
+energy-at uses them. Import this module before torch_fidelity.
 """
 from __future__ import annotations
 

@@ -2,16 +2,17 @@
 
 The random starts of PGD and the targets of targeted PGD are drawn per sample from (seed, sample id)
 (`workloads.attacks.SampleNoise`), as in the per-epoch evaluation: `pgd-trial`, the PGD of the trial's
-own evaluation, reproduces its result.json. torchattacks' attacks seed themselves per batch.
+own evaluation, reproduces its result.json. pyautoattack's attacks seed themselves per batch.
 
 PGD is the project's own (`workloads.attacks.pgd`, the same code the training loop
-evaluates with); APGD-CE and AutoAttack come from torchattacks, a maintained
-implementation. `autoattack` is the standard L-inf version with the paper's budgets
-(Croce & Hein 2020: APGD-CE 100 iterations, APGD-T 9 target classes x 100, FAB-T
-9 x 100, Square 5,000 queries; each attack only on the points the previous ones
-did not break), assembled from torchattacks' attacks: torchattacks' own
-`AutoAttack` runs the three white-box attacks with only 10 iterations each
-(Harry24k/adversarial-attacks-pytorch#196); that weaker version is `autoattack-fast`.
+evaluates with); APGD-CE and AutoAttack come from pyautoattack, the AutoAttack
+authors' own code (fra31/auto-attack) as published on PyPI (RobustBench installs
+the same package). `autoattack` is its standard L-inf version with the paper's
+budgets (Croce & Hein 2020: APGD-CE 100 iterations, APGD-T 9 target classes x 100,
+FAB-T 9 x 100, Square 5,000 queries; each attack only on the points the previous
+ones did not break); `autoattack-fast` is the same with 10 iterations for the three
+white-box attacks (the budget of torchattacks' `AutoAttack`, which energy-at used
+before: Harry24k/adversarial-attacks-pytorch#196).
 """
 from __future__ import annotations
 
@@ -123,13 +124,6 @@ def targeted_pgd(model: nn.Module, x: Tensor, target: Tensor, eps: float, alpha:
     return best.detach()
 
 
-def _torchattacks():
-    import workloads.torchvision_compat  # noqa: F401  (torchattacks imports torchvision)
-    import torchattacks
-
-    return torchattacks
-
-
 def run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ids: Tensor, eps: float, alpha: float,
                restarts: int, num_classes: int, seed: int = 0) -> tuple[Tensor, Tensor | None]:
     """(x_adv, target or None) for one batch of samples `ids`; model in eval mode. The global RNG is left alone."""
@@ -142,29 +136,40 @@ def run_attack(spec: AttackSpec, model: nn.Module, x: Tensor, y: Tensor, ids: Te
     if spec.kind == "pgd_targeted":
         target = random_wrong_class(y, num_classes, SampleNoise(seed, ids, TARGETS))
         return targeted_pgd(model, x, target, eps, alpha, spec.steps, restarts, start=SampleNoise(seed, ids)), target
-    ta = _torchattacks()
-    if spec.kind == "apgd":
-        attack = ta.APGD(model, norm="Linf", eps=eps, steps=spec.steps, n_restarts=1, loss="ce", seed=seed)
-    elif spec.kind == "autoattack-fast":
-        attack = ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=seed)
-    else:
-        attack = autoattack_standard(model, eps, num_classes, seed)
     cuda = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):  # torchattacks calls torch.manual_seed(seed)
-        return attack(x, y).detach(), None
+    with torch.random.fork_rng(devices=cuda):  # pyautoattack's attacks call torch.manual_seed(seed)
+        if spec.kind == "apgd":
+            from pyautoattack.autopgd_base import APGDAttack
+
+            attack = APGDAttack(model, n_iter=spec.steps, norm="Linf", n_restarts=1, eps=eps, seed=seed, loss="ce",
+                                device=x.device)
+            return attack.perturb(x, y).detach(), None
+        iterations = 10 if spec.kind == "autoattack-fast" else 100
+        aa = autoattack(model, eps, num_classes, seed, device=x.device, iterations=iterations)
+        x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
+        return x_adv.detach(), None
 
 
-def autoattack_standard(model: nn.Module, eps: float, num_classes: int, seed: int = 0, iterations: int = 100,
-                        queries: int = 5000):
-    """AutoAttack 'standard' (L-inf) with the paper's budgets, from torchattacks' attacks (see module doc)."""
-    ta = _torchattacks()
-    return ta.MultiAttack([
-        ta.APGD(model, norm="Linf", eps=eps, steps=iterations, n_restarts=1, loss="ce", seed=seed),
-        ta.APGDT(model, norm="Linf", eps=eps, steps=iterations, n_restarts=1, n_classes=num_classes, seed=seed),
-        ta.FAB(model, norm="Linf", eps=eps, steps=iterations, n_restarts=1, multi_targeted=True,
-               n_classes=num_classes, seed=seed),
-        ta.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, seed=seed),
-    ])
+def autoattack(model: nn.Module, eps: float, num_classes: int, seed: int = 0, device: torch.device | str = "cpu",
+               iterations: int = 100, queries: int = 5000):
+    """pyautoattack's AutoAttack, version 'standard' (L-inf), with `iterations` for APGD-CE, APGD-T and
+    FAB-T (100 is the paper's) and num_classes - 1 target classes (the paper's 9 for 10 classes)."""
+    from pyautoattack import AutoAttack
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device=device)
+    targets = min(9, num_classes - 1)
+    if iterations != 100:  # the attacks derive their step schedules from n_iter when built
+        aa.apgd = APGDAttack(model, n_iter=iterations, norm="Linf", n_restarts=1, eps=eps, seed=seed, loss="ce",
+                             device=device, logger=aa.logger)
+        aa.apgd_targeted = APGDAttack_targeted(model, n_iter=iterations, norm="Linf", n_restarts=1, eps=eps,
+                                               seed=seed, device=device, logger=aa.logger)
+        aa.fab = FABAttack_PT(model, norm="Linf", n_restarts=1, n_iter=iterations, eps=eps, seed=seed,
+                              device=device)
+    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = targets
+    aa.square.n_queries = queries
+    return aa
 
 
 def head(split: Split, n: int | None) -> Split:
