@@ -73,7 +73,7 @@ def train(argv: list[str]) -> int:
     from orchestrator import runner
     from orchestrator.config import compose_trial
     from workloads.config import trial_id
-    from workloads.run_dir import DiskFull, RunDir, succeeded
+    from workloads.run_dir import CheckpointError, DiskFull, RunDir, succeeded
 
     made: list[Path] = []  # folders this command created: removed again if the config turns out bad
     try:
@@ -84,7 +84,7 @@ def train(argv: list[str]) -> int:
         trial_dir = run_dir.trial(trial_id(cfg))
         made = [p for p in (trial_dir, trial_dir.parent, run_dir.root) if not p.exists()]
         summary = runner.run(cfg, progress=sys.stderr.isatty())
-    except DiskFull as e:  # result.json could not say so either: one line, the trial failed
+    except (DiskFull, CheckpointError) as e:  # the trial failed (result.json says so where it could): one line
         print(f"energy-at train: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, DatasetError) as e:

@@ -99,7 +99,8 @@ def _check_sweep_arg(override: str) -> None:
         for f in fields(schema):
             names.setdefault(f.name, f"{section}.{f.name}")
     meant = head if head in names else next(iter(difflib.get_close_matches(head, names, n=1)), None)
-    hint = f"did you mean {names[meant]}{dot}{rest}? " if meant else ""
+    value = override.partition("=")[2]
+    hint = f"did you mean {names[meant]}{dot}{rest}{'=' + value if value else ''}? " if meant else ""
     raise ConfigError(key, f"not a trial field nor a sweep./cluster. setting; {hint}"
                       f"trial fields: {', '.join(sorted(TRIAL_KEYS))}")
 

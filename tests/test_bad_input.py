@@ -154,8 +154,8 @@ def error_line(command: str, *args: str) -> str:
     ("train", ["tracking=mlflow"], "tracking: a list; write tracking=[mlflow]"),
     ("train", ["optim.betas=0.9"], "optim.betas: a list; write optim.betas=[0.9]"),
     ("sweep", ["sweep.stop_on=nan"], "sweep.stop_on: a list; write sweep.stop_on=[nan]"),
-    ("sweep", ["stop_on=[]"], "stop_on: not a trial field nor a sweep./cluster. setting; did you mean sweep.stop_on?"),
-    ("sweep", ["scheduler=asha"], "did you mean sweep.scheduler?"),
+    ("sweep", ["stop_on=[]"], "stop_on: not a trial field nor a sweep./cluster. setting; did you mean sweep.stop_on=[]?"),
+    ("sweep", ["scheduler=asha"], "did you mean sweep.scheduler=asha?"),
     ("train", ["sweep.stop_on=[]"], "sweep.stop_on: a setting of energy-at sweep, not of one trial; did you mean stop_on?"),
     ("train", ["data.probe_size=100000000"], "data.probe_size: 100000000 is more than the 59000 training images of "
                                              "fashion_mnist left after data.val_size=1000; pass data.probe_size=59000"),

@@ -137,7 +137,10 @@ class ConfigError(ValueError):
 
     def __init__(self, field_name: str, message: str):
         super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+        self.field, self.message = field_name, message
+
+    def __reduce__(self):  # a submitit job hands its exception back pickled
+        return type(self), (self.field, self.message)
 
 
 class OneLineParser(argparse.ArgumentParser):

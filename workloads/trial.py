@@ -25,7 +25,7 @@ from workloads.host import frozen_heap, keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
 from workloads.methods.replay_sgld import ReplayBuffer
 from workloads.models import build_model
-from workloads.run_dir import RunDir, atomic_write
+from workloads.run_dir import CheckpointError, RunDir, atomic_write
 from workloads.schedule import lr_at
 from workloads.telemetry import EnergyLog
 from workloads.telemetry.writer import TERM_COLUMNS
@@ -359,8 +359,8 @@ class Trial:
                 state = torch.load(path, map_location=self.device, weights_only=True)
             except Exception as e:  # truncated by a copy, a disk error, a crash outside atomic_write
                 why = f"{type(e).__name__}: {e}".splitlines()[0][:120]
-                raise ConfigError("checkpoint", f"{path} is unreadable ({why}); delete it to train the trial "
-                                  "again from scratch (its logs are truncated to match), or put back a copy") from None
+                raise CheckpointError(f"{path} is unreadable ({why}); delete it to train the trial again from "
+                                      "scratch (its logs are truncated to match), or put back a copy") from None
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]

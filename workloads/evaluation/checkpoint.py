@@ -21,12 +21,9 @@ from torch import nn
 from workloads.config import ConfigError, TrialConfig, from_dict
 from workloads.data import DATASETS, Dataset, load_dataset
 from workloads.models import build_model
+from workloads.run_dir import CheckpointError
 
 WHICH = ("best", "last")
-
-
-class CheckpointError(ValueError):
-    """A path that names no usable checkpoint; the message is one line."""
 
 
 @dataclass
