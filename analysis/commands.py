@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from analysis import detectors
-from analysis.rank import display, export
+from analysis.rank import console, export
 from analysis.read import SweepLogs, SweepError
 from analysis.report import DETAIL_MAX, TOP, build
 from analysis.sql import QueryError, run_sql
@@ -43,8 +43,8 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
-def _print_table(frame: pl.DataFrame, rows: int = -1) -> None:
-    with pl.Config(tbl_rows=rows, tbl_cols=-1, tbl_width_chars=240, fmt_str_lengths=200,
+def _print_table(frame: pl.DataFrame, rows: int = -1, width: int = 240) -> None:
+    with pl.Config(tbl_rows=rows, tbl_cols=-1, tbl_width_chars=width, fmt_str_lengths=200,
                    tbl_hide_dataframe_shape=True):
         print(frame)
 
@@ -69,7 +69,7 @@ def report(argv: list[str]) -> int:
                        webgl={"auto": None, "on": True, "off": False}[args.webgl])
         if args.ranking:
             export(result.ranking, args.ranking)
-        _print_table(display(result.ranking))
+        _print_table(console(result.ranking), width=120)
         print(f"report: {result.path}")
         return 0
 

@@ -164,3 +164,25 @@ def display(table: pl.DataFrame) -> pl.DataFrame:
         return text.fill_null("-").alias(m)
 
     return table.select(*keys, "n", "n_failed", *(pm(m) for m in METRICS), pl.col("co_rate").round(2))
+
+
+CONSOLE_METRICS = ("robust_final", "robust_best", "clean_final")  # a terminal's or a Slurm log's columns
+
+
+def console(table: pl.DataFrame) -> pl.DataFrame:
+    """The ranking for a terminal or a Slurm log: the config keys that vary (all-null ones dropped, named
+    without their group where that stays unique), n, robust and clean accuracy as mean±sd and the CO rate.
+    The `--ranking` export and the report keep every column (`display`)."""
+    keys = [c for c in display(table).columns if c in table.columns and c not in ("n", "n_failed", "co_rate")]
+    keys = [c for c in keys if table[c].null_count() < table.height]
+    short = {c: c.split(".")[0] if c.endswith(".name") else c.split(".")[-1] for c in keys}  # method.name: method
+    names = {c: (s if list(short.values()).count(s) == 1 and s not in CONSOLE_METRICS else c) for c, s in short.items()}
+
+    def pm(m: str) -> pl.Expr:
+        mean, std = pl.col(f"{m}_mean").round(2), pl.col(f"{m}_std").round(2)
+        text = mean.cast(pl.String) + pl.when(std.is_not_null()).then("±" + std.cast(pl.String)).otherwise(pl.lit(""))
+        return text.fill_null("-").alias(m.replace("_final", "").replace("robust_best", "best"))
+
+    failed = [pl.col("n_failed")] if table["n_failed"].sum() else []
+    return table.select(*(pl.col(c).alias(n) for c, n in names.items()), "n", *failed,
+                        *(pm(m) for m in CONSOLE_METRICS), pl.col("co_rate").round(2).alias("co"))

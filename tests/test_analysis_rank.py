@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from analysis.detectors import empty_events
-from analysis.rank import display, export, rank, trial_metrics
+from analysis.rank import console, display, export, rank, trial_metrics
 
 # val acc_pgd per epoch (and acc_nat = acc_pgd + 0.3) for 2 configs x 3 seeds
 CURVES = {
@@ -109,3 +109,21 @@ def test_export(tmp_path: Path, suffix: str) -> None:
     assert back["robust_final_mean"].to_list() == pytest.approx(table["robust_final_mean"].to_list())
     with pytest.raises(ValueError):
         export(table, tmp_path / "ranking.xlsx")
+
+
+def test_the_default_sweeps_console_ranking_fits_120_columns(tmp_path: Path) -> None:
+    """The README's main job (sweep=default: 4 methods x 2 seeds) as `energy-at sweep` prints its ranking."""
+    from orchestrator.sweep import SweepPlan
+    from workloads.config import flatten
+
+    plan = SweepPlan.from_overrides(["sweep=default", f"sweep.out={tmp_path}"])
+    trials = pl.DataFrame([{"trial": t.trial_id, "has_config": True, "status": "finished", **flatten(t)}
+                           for t in plan.trials])
+    epochs = pl.DataFrame([{"trial": t.trial_id, "epoch": e, "split": "val", "acc_pgd": 0.1 * (1 + i % 3) + 0.01 * e,
+                            "acc_nat": 0.7 + 0.01 * i} for i, t in enumerate(plan.trials) for e in range(5)])
+    shown = console(rank(trial_metrics(epochs), trials))
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=120, fmt_str_lengths=200, tbl_hide_dataframe_shape=True):
+        text = str(shown)
+    assert max(len(line) for line in text.splitlines()) <= 120, text
+    assert "…" not in text, text  # no column left out
+    assert shown.height == 4 and "method" in shown.columns and {"robust", "best", "clean", "co"} <= set(shown.columns)
