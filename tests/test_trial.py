@@ -115,7 +115,7 @@ def test_telemetry_parts_are_atomic_and_readable_by_pyarrow(tmp_path):
 @pytest.mark.slow
 def test_pgd_at_beats_erm_under_pgd(tmp_path):
     common = ["epochs=2", "data.subset=3000", "data.val_size=500", "data.test_size=500", "eval.pgd_steps=10",
-              "attack.eps=0.1", "attack.steps=5", f"out={tmp_path}"]
+              "attack.eps=0.1", "attack.steps=5", "precision=bf16", "channels_last=true", f"out={tmp_path}"]
     acc = {}
     for method in ("erm", "pgd"):
         summary = Trial(compose_trial([f"method={method}", *common])).run()
