@@ -62,7 +62,7 @@ def test_report_writes_one_html_and_prints_ranking(sweep: Path, tmp_path: Path,
     out = tmp_path / "r" / "report.html"
     assert commands.report([str(sweep), "--out", str(out), "--ranking", str(tmp_path / "rank.csv")]) == 0
     stdout = capsys.readouterr().out
-    assert f"report: {out}" in stdout and "robust_final" in stdout and "0.25" in stdout
+    assert f"report: {out}" in stdout and "robust" in stdout and "clean" in stdout and "0.25" in stdout
     page = out.read_text()
     _assert_self_contained(page)
     divs = [a["id"] for t, a in _tags(page) if t == "div" and "plotly-graph-div" in (a.get("class") or "")]

@@ -95,8 +95,10 @@ def test_the_setup_venv_has_the_pinned_versions_and_nothing_else():
         assert Version(installed.public) == pin, f"{name}: installed {installed}, constraints.txt {pin}"
     # the resolver adds whatever a pinned package needs and the lock lacks: constraints.txt is then incomplete
     # (a CUDA torch installed first brings its own nvidia-* wheels: not the lock's business)
+    # only what pip installed: not the copies Ray and setuptools vendor (ray/thirdparty_files, setuptools/_vendor),
+    # which join sys.path once they are imported
     installed = {canonicalize_name(d.metadata["Name"]) for d in distributions()
-                 if "thirdparty_files" not in str(getattr(d, "_path", ""))}  # Ray's vendored copies, on sys.path once ray is imported
+                 if Path(getattr(d, "_path", "")).parent.name == "site-packages"}
     unpinned = (installed - PINS.keys()
                 - _installed_closure("torch", "torchvision").keys() - {"pip", "energy-at"})
     assert not unpinned, f"installed but not in constraints.txt: {sorted(unpinned)}"
