@@ -44,7 +44,7 @@ SETTINGS = ["method=fgsm", f"epochs={EPOCHS}", "batch_size=128", "data.subset=10
             "precision=bf16", "channels_last=true",  # the fast path: 2.5x; precision=fp32 in ENERGY_AT_REAL_LOGS
             *os.environ.get("ENERGY_AT_REAL_LOGS", "").split()]
 HEALTHY_EPS, CO_EPS = 0.1, 0.3
-CO_SEEDS = (1, 0, 3)  # tried in this order; eps 0.3 collapsed on each of them on some machine
+CO_SEEDS = (1, 3, 0, 2, 4)  # tried in this order (about 2 min a sweep); bf16 collapsed at seed 1, fp32 at 3
 
 
 @dataclass(frozen=True)
