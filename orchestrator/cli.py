@@ -1,8 +1,8 @@
-"""`energy-at`: the command line.
+"""`energy-at`: the command line; `USAGE` below lists every command (`COMMANDS` maps each to its function).
 
-    energy-at train [overrides]          one trial (Hydra overrides; -m for a multirun)
-    energy-at report|query|detect ...    analysis of sweep directories
-"""
+train and sweep validate here and hand every trial to orchestrator/runner.py (through multirun.py for
+`train -m`, Ray Tune's trainable for `sweep`); the analysis, status, eval and generate commands live
+in their own modules."""
 from __future__ import annotations
 
 import contextlib
