@@ -151,38 +151,40 @@ def export(frame: pl.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def _varying_keys(table: pl.DataFrame) -> list[str]:
+    """The ranking's config columns (`config` included) whose value is not the same in every row."""
+    keys = [c for c in table.columns if c not in ("n", "n_failed", "co_rate") and not c.endswith(("_mean", "_std"))]
+    return [c for c in keys if table.height < 2 or table[c].n_unique() > 1]
+
+
+def _mean_sd(m: str, digits: int, sep: str) -> pl.Expr:
+    """`<m>_mean` and `<m>_std` as one text, e.g. '0.417 ± 0.05' ('-' without a mean)."""
+    mean, std = pl.col(f"{m}_mean").round(digits), pl.col(f"{m}_std").round(digits)
+    return (mean.cast(pl.String) + pl.when(std.is_not_null()).then(sep + std.cast(pl.String)).otherwise(pl.lit(""))
+            ).fill_null("-")
+
+
 def display(table: pl.DataFrame) -> pl.DataFrame:
     """The ranking with `mean ± std` text columns, for printing and the HTML report;
     config keys with the same value in every row are left out."""
-    keys = [c for c in table.columns if c not in ("n", "n_failed", "co_rate")
-            and not c.endswith(("_mean", "_std"))]
-    keys = [c for c in keys if table.height < 2 or table[c].n_unique() > 1]
-
-    def pm(m: str) -> pl.Expr:
-        mean, std = pl.col(f"{m}_mean").round(3), pl.col(f"{m}_std").round(3)
-        text = mean.cast(pl.String) + pl.when(std.is_not_null()).then(" ± " + std.cast(pl.String)).otherwise(pl.lit(""))
-        return text.fill_null("-").alias(m)
-
-    return table.select(*keys, "n", "n_failed", *(pm(m) for m in METRICS), pl.col("co_rate").round(2))
+    return table.select(*_varying_keys(table), "n", "n_failed", *(_mean_sd(m, 3, " ± ").alias(m) for m in METRICS),
+                        pl.col("co_rate").round(2))
 
 
-CONSOLE_METRICS = ("robust_final", "robust_best", "clean_final")  # a terminal's or a Slurm log's columns
+# a terminal's or a Slurm log's metric columns, and their names there
+CONSOLE_METRICS = {"robust_final": "robust", "robust_best": "best", "clean_final": "clean"}
 
 
 def console(table: pl.DataFrame) -> pl.DataFrame:
     """The ranking for a terminal or a Slurm log: the config keys that vary (all-null ones dropped, named
     without their group where that stays unique), n, robust and clean accuracy as mean±sd and the CO rate.
     The `--ranking` export and the report keep every column (`display`)."""
-    keys = [c for c in display(table).columns if c in table.columns and c not in ("n", "n_failed", "co_rate")]
-    keys = [c for c in keys if table[c].null_count() < table.height]
+    keys = [c for c in _varying_keys(table) if table[c].null_count() < table.height]
     short = {c: c.split(".")[0] if c.endswith(".name") else c.split(".")[-1] for c in keys}  # method.name: method
-    names = {c: (s if list(short.values()).count(s) == 1 and s not in CONSOLE_METRICS else c) for c, s in short.items()}
-
-    def pm(m: str) -> pl.Expr:
-        mean, std = pl.col(f"{m}_mean").round(2), pl.col(f"{m}_std").round(2)
-        text = mean.cast(pl.String) + pl.when(std.is_not_null()).then("±" + std.cast(pl.String)).otherwise(pl.lit(""))
-        return text.fill_null("-").alias(m.replace("_final", "").replace("robust_best", "best"))
+    taken = {*CONSOLE_METRICS.values(), "n", "n_failed", "co"}  # the table's other column names
+    names = {c: (s if list(short.values()).count(s) == 1 and s not in taken else c) for c, s in short.items()}
 
     failed = [pl.col("n_failed")] if table["n_failed"].sum() else []
     return table.select(*(pl.col(c).alias(n) for c, n in names.items()), "n", *failed,
-                        *(pm(m) for m in CONSOLE_METRICS), pl.col("co_rate").round(2).alias("co"))
+                        *(_mean_sd(m, 2, "±").alias(short_metric) for m, short_metric in CONSOLE_METRICS.items()),
+                        pl.col("co_rate").round(2).alias("co"))

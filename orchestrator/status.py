@@ -28,9 +28,9 @@ from collections import Counter
 from pathlib import Path
 
 from workloads.config import OneLineParser
-from workloads.run_dir import RunDir
+from workloads.run_dir import STATUSES, RunDir
 
-DONE = ("finished", "stopped", "diverged", "failed")
+DONE = tuple(s for s in STATUSES if s != "running")  # how a trial ended
 _EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b:?")  # "pkg.FooError: msg"
 
 

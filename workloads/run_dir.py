@@ -40,6 +40,7 @@ def succeeded(result: dict | None) -> bool:
     """Did the trial of this result.json end as a trial may (finished, stopped or diverged)?"""
     return result is not None and result.get("status") in SUCCEEDED
 
+
 class CheckpointError(ValueError):
     """A path that names no usable checkpoint (missing, unreadable, of another trial); the message is one line."""
 

@@ -18,7 +18,6 @@ The live trials train on the bf16 fast path; `ENERGY_AT_REAL_LOGS` adds override
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -65,8 +64,8 @@ def trial_overrides(eps: float, seed: int) -> list[str]:
     return [*SETTINGS, f"attack.eps={eps}", f"seed={seed}"]
 
 
-def result(sweep: Path, trial: str) -> dict:
-    return json.loads((RunDir(sweep).trial(trial) / "result.json").read_text())
+def result(sweep: Path, trial: str) -> dict | None:
+    return RunDir(sweep).read_result(trial)
 
 
 _LIVE: list[Runs] = []
