@@ -33,8 +33,9 @@ sweep: setup
 train: setup
 	$(BIN)/energy-at train
 
+# on 1.5 workers a core: each file on one worker, the Slurm tests on one (tests/conftest.py)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # Speed, as ratios against baselines run side by side (benchmarks/RESULTS.md); on a GPU add
 #   $(BIN)/python benchmarks/train_throughput.py --gpu

@@ -121,7 +121,7 @@ def headline(trial: Trial) -> str:
     cfg = trial.cfg
     return (f"trial {trial.id}: {cfg.method.name} (attack {trial.attack}, eps {cfg.attack.eps:g}) on "
             f"{cfg.data.name} [{len(trial.data.train)} train / {len(trial.data.val)} val], {trial.device}"
-            + (f", resuming at epoch {trial.epoch}" if trial.resumed else ""))
+            + (f", resuming at epoch {trial.epoch + 1}" if trial.resumed else ""))  # 1-based, as the epoch lines
 
 
 def epoch_line(trial: Trial, m: dict, seconds: float) -> str:
@@ -140,7 +140,7 @@ def summary_lines(s: dict, trial: Trial) -> str:
     if "test_acc_nat" in s:
         lines.append(f"test       clean {s['test_acc_nat']:.3f}   PGD-{trial.cfg.eval.pgd_steps} "
                      f"{s['test_acc_pgd']:.3f}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
-    lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} at epoch {s['best_epoch']}")
+    lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} in epoch {s['best_epoch'] + 1}")  # 1-based, as the epoch lines
     lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/{trial.id}/")
     lines.append(f"checkpoint {trial.checkpoint_dir}/last.pt")
     return "\n".join(lines)

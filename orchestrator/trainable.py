@@ -106,5 +106,5 @@ class SchedulerStops(Callback):
         run_dir.write_result(tid, result | {
             "status": "stopped", "stopped_by": self.scheduler, "epochs_done": last["epoch"] + 1,
             "steps_done": last.get("step", -1) + 1, "best_val_acc_pgd": best,
-            "reason": f"{self.scheduler}: Tune's scheduler ended the trial after epoch {last['epoch']} "
+            "reason": f"{self.scheduler}: Tune's scheduler ended the trial after epoch {last['epoch'] + 1} "
                       "(no test evaluation: energy-at eval runs one)"})

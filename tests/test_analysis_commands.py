@@ -250,7 +250,7 @@ def test_report_of_60_trials_figures_and_tables(many: tuple[dict[str, dict], Rep
                                     "eval clean (best test)", "eval autoattack (best test)"} <= set(table.columns)
     assert "data.name" not in table.columns  # the same in every trial
     rows = {r["trial"]: r for r in table.iter_rows(named=True)}
-    assert all(rows[t]["status"] == "stopped" and rows[t]["reason"].startswith("co_pgd_probe at epoch")
+    assert all(rows[t]["status"] == "stopped" and rows[t]["reason"].startswith("co_pgd_probe after epoch")
                for t in stopped)
     assert all((rows[t]["test_acc_pgd"] is not None) == f["test"] for t, f in facts.items())
     assert all((rows[t]["eval autoattack (best test)"] is not None) == f["evals"] for t, f in facts.items())

@@ -36,6 +36,7 @@ def small_filesystem(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_in_one_line_and_the_rerun_resumes_exactly_once(tmp_path) -> None:
     with small_filesystem(tmp_path / "small", "2500k") as out:  # the logs and best.pt fit, last.pt (3.4 MB) not
         r = train(out, "epochs=2")
@@ -49,6 +50,7 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_resumes_exactly_once(tmp_pat
         assert steps_once(out) == list(range(16))  # 2 epochs x 8 batches, each step once
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_ends_in_one_line_and_deleting_it_restarts_cleanly(tmp_path) -> None:
     assert train(tmp_path, "epochs=1").returncode == 0
     (last,) = tmp_path.glob("checkpoints/*/last.pt")

@@ -60,7 +60,9 @@ class _Counter(submitit.helpers.Checkpointable):
         while self.step < target:
             time.sleep(0.5)
             self.step += 1
-            Path(progress_file).write_text(f"{len(self.starts)} {self.step}")
+            tmp = Path(f"{progress_file}.tmp")  # whole or absent: the test reads it while this job runs
+            tmp.write_text(f"{len(self.starts)} {self.step}")
+            os.replace(tmp, progress_file)
         return self.step, self.starts, int(os.environ.get("SLURM_RESTART_COUNT", "0"))
 
 

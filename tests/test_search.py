@@ -57,6 +57,7 @@ def test_optuna_missing_is_named_with_the_extra_to_install(tmp_path, monkeypatch
         SweepPlan.from_overrides([*SEARCH, f"sweep.out={tmp_path}"])
 
 
+@pytest.mark.slow
 def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(tmp_path):
     args = [*SEARCH, "sweep.num_samples=3", "sweep.scheduler=asha", "sweep.report=false", f"sweep.out={tmp_path}"]
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", *args], capture_output=True, text=True,

@@ -38,7 +38,7 @@ def test_co_trial_is_stopped_and_the_healthy_one_is_not(runs: Runs) -> None:
     assert stop["action"] == "stopped" and stop["kind"] in DEFAULT_STOP_ON
     co = result(runs.sweep, runs.co)
     assert co["status"] == "stopped", co
-    assert co["reason"].startswith(f"{stop['kind']} at epoch {stop['epoch']}: ")
+    assert co["reason"].startswith(f"{stop['kind']} after epoch {stop['epoch'] + 1}: ")  # 1-based, as epochs_done
     assert co["epochs_done"] == stop["epoch"] + 1  # stopped right after the epoch that fired
     epochs = SweepLogs(runs.sweep).scan("epochs").filter(pl.col("trial") == runs.co).collect()
     assert epochs["epoch"].max() == stop["epoch"]  # no later epoch was evaluated

@@ -61,6 +61,7 @@ def test_bad_sweep_settings(args, field):
     assert str(e.value).startswith(f"{field}:")
 
 
+@pytest.mark.slow
 def test_smoke_sweep_on_embedded_ray_writes_every_trials_logs_and_a_report(tmp_path):
     r = energy_at("sweep", "sweep=smoke", f"sweep.out={tmp_path}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

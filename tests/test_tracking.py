@@ -129,6 +129,7 @@ def val_curve(out: Path, tid: str) -> list[tuple[int, float]]:
     return list(zip(rows["step"].to_list(), rows["acc_pgd"].to_list()))
 
 
+@pytest.mark.slow
 def test_a_trial_reaches_every_tracker_once_through_the_tune_callback(tmp_path):
     """Epoch 0, then (a new driver, as after Tuner.restore: the callback pickled and restored) epoch 1 and the
     trial's end, then a third sync with nothing new: one run per tracker holding the config, each epoch's
@@ -219,7 +220,7 @@ def test_the_stop_reason_reaches_every_tracker_and_the_stores_follow_their_env_v
     tid = trial_of(src)
     out = tmp_path / "stopped"
     shutil.copytree(src, out)
-    reason = "co_pgd_probe at epoch 1: probe PGD accuracy fell from 0.44 to 0.05"
+    reason = "co_pgd_probe after epoch 2: probe PGD accuracy fell from 0.44 to 0.05"
     result = RunDir(out).read_result(tid) | {"status": "stopped", "stopped_by": "co_pgd_probe", "reason": reason}
     RunDir(out).write_result(tid, result)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
@@ -310,6 +311,7 @@ TINY = ["data.subset=500", "data.val_size=100", "data.probe_size=64", "data.test
         "eval.pgd_steps=2", "threads=1", "device=cpu"]
 
 
+@pytest.mark.slow
 def test_energy_at_train_with_mlflow_and_tensorboard(tmp_path):
     """The real command: `energy-at train ... tracking=[mlflow,tensorboard]`; both stores read back."""
     out = tmp_path / "demo"
@@ -329,6 +331,7 @@ def test_energy_at_train_with_mlflow_and_tensorboard(tmp_path):
     assert tb_text(acc, "stop").startswith(f"status: {result['status']}")
 
 
+@pytest.mark.slow
 def test_train_multirun_syncs_each_trial(tmp_path):
     """`energy-at train -m` (Hydra's task) passes the same on_epoch and finish: two trials, two TensorBoard runs."""
     out = tmp_path / "grid"
@@ -344,6 +347,7 @@ def test_train_multirun_syncs_each_trial(tmp_path):
         assert RunDir(out).read_tracking(tid)["tensorboard"]["last_epoch"] == 0
 
 
+@pytest.mark.slow
 def test_a_sweep_feeds_the_trackers_from_the_tune_driver(tmp_path):
     """`energy-at sweep sweep.tracking=[mlflow,tensorboard]`: the driver's TrackingCallback gives each trial
     one MLflow run and one TensorBoard run with its curve and outcome; a trial-level `tracking=` is refused."""

@@ -139,7 +139,7 @@ def test_a_stop_on_the_last_epoch_keeps_the_verdict_and_the_test_results(tmp_pat
     summary = trial.run(stop=stop)
     result = json.loads((tmp_path / "trials" / f"trial={trial.id}" / "result.json").read_text())
     assert result == json.loads(json.dumps(summary, default=str))
-    assert result["status"] == "stopped" and result["reason"] == "co_energy at epoch 1: batch: test"
+    assert result["status"] == "stopped" and result["reason"] == "co_energy after epoch 2: batch: test"
     assert result["stopped_by"] == "co_energy" and result["epochs_done"] == 2 and calls == [0, 1]
     assert 0 <= result["test_acc_pgd"] <= 1 and 0 <= result["best_test_acc_pgd"] <= 1
     assert result["best_epoch"] in (0, 1) and result["best_val_acc_pgd"] >= 0

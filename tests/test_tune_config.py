@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 
+import pytest
 from orchestrator.sweep import SweepPlan
 from workloads.config import flatten
 
@@ -57,6 +58,7 @@ def hparams(events) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_a_sweeps_tune_results_show_each_trials_hyperparameters(tmp_path):
     args = [*SMOKE, f"sweep.out={tmp_path}"]
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", *args], capture_output=True, text=True,

@@ -300,7 +300,7 @@ class Trial:
         self.log.compact(self.committed)  # the last epoch's parts too: a finished trial holds few files a table
         if self.stop_event is not None:
             e = self.stop_event
-            status, reason = "stopped", f"{e['kind']} at epoch {e['epoch']}: {e['evidence']}"
+            status, reason = "stopped", f"{e['kind']} after epoch {e['epoch'] + 1}: {e['evidence']}"  # 1-based, as printed
             self.log.write_stop(e)  # one named part: a resume after a crash here rewrites it, never adds one
         summary = self.result(status, reason) | {"seconds": time.time() - started}
         if status in ("finished", "stopped"):

@@ -43,7 +43,8 @@ SETTINGS = ["method=fgsm", f"epochs={EPOCHS}", "batch_size=128", "data.subset=10
             "precision=bf16", "channels_last=true",  # the fast path: 2.5x; precision=fp32 in ENERGY_AT_REAL_LOGS
             *os.environ.get("ENERGY_AT_REAL_LOGS", "").split()]
 HEALTHY_EPS, CO_EPS = 0.1, 0.3
-CO_SEEDS = (1, 3, 0, 2, 4)  # tried in this order (about 2 min a sweep); bf16 collapsed at seed 1, fp32 at 3
+CO_SEEDS = (3, 1, 0, 2, 4)  # tried in this order (about 2 min a sweep); 3 collapsed on each float path it was
+# tried on (fp32, and bf16 under `make test`, 1 thread); 1 on bf16 1 thread alone, not under `make test`
 
 
 @dataclass(frozen=True)

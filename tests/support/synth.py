@@ -218,7 +218,7 @@ def many_trials_sweep(root: Path, n_trials: int, *, epochs: int = 10, steps: int
         if co_epoch is not None:
             evidence = f"probe acc_pgd 0.01 <= 0.5 x best earlier (epoch {co_epoch - 1})"
             result |= {"status": "stopped", "stopped_by": "co_pgd_probe",
-                       "reason": f"co_pgd_probe at epoch {co_epoch}: {evidence}"}
+                       "reason": f"co_pgd_probe after epoch {co_epoch + 1}: {evidence}"}
             write_table(root, "events", trial, {
                 "kind": ["co_pgd_probe"], "epoch": [co_epoch], "step": [None], "score": [0.5],
                 "evidence": [evidence], "action": ["stopped"]})
