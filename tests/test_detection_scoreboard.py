@@ -5,6 +5,7 @@ import inspect
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -55,10 +56,29 @@ def test_scoreboard_runs_on_the_committed_corpus() -> None:
         assert total == n_collapse and 0 <= found <= total
         assert int(row["false_stops"].split("/")[1]) == n_healthy
         assert 0 <= row["saved_steps"] < 1
+        assert 0 <= row["harm_mean"] <= row["harm_worst"] <= 1
+        probe_cost = row["saved_steps_co_prone"] - row["saved_net_co_prone"]
+        assert probe_cost > 0 if scoreboard.reads_probe(row["rule"]) else probe_cost == 0, row
     rules = set(board["rule"])
     assert {f"default stop_on ({', '.join(DEFAULT_STOP_ON)})", "baseline: Wong PGD-probe (128, drop 0.2)"} <= rules
     oracle = board.row(by_predicate=pl.col("rule").str.starts_with("oracle"), named=True)
     assert oracle["recall_collapse"] == 1 and oracle["false_stops"].startswith("0/")
+
+
+def test_harm_and_net_savings_of_a_stop_on_a_hand_made_trial() -> None:
+    """A single-step trial of 4 epochs x 10 steps, val PGD 0.3 0.5 0.2 0.6, stopped after epoch 2
+    with a probe of 5 step-equivalents an epoch: it keeps 0.5 of the 0.6 best (harm 0.1), trains 30
+    of 40 steps and runs 3 probes (15 steps): 1 - 45/40 net, 1 - 30/40 gross."""
+    lab = pl.DataFrame({"trial": ["t"], "method": ["fgsm"], "eps": [0.3], "n": [1000], "point": ["p"],
+                        "label": ["collapse"], "onset": [2], "onset_step": [20], "steps_per_epoch": [10],
+                        "total_steps": [40], "epochs": [4], "probe_steps": [5.0], "acc": [[0.3, 0.5, 0.2, 0.6]]})
+    stops = pl.DataFrame({"trial": ["t"], "epoch": [2], "step": [None]}, schema_overrides={"step": pl.Int64})
+    row = scoreboard.score(lab, stops, probe=True)
+    assert row["harm_mean"] == pytest.approx(0.1) and row["harm_worst"] == pytest.approx(0.1)
+    assert row["saved_steps_co_prone"] == pytest.approx(0.25)
+    assert row["saved_net_co_prone"] == pytest.approx(1 - 45 / 40)
+    assert scoreboard.score(lab, stops)["saved_net_co_prone"] == pytest.approx(0.25)
+    assert scoreboard.score(lab, stops.clear())["harm_worst"] == 0  # not stopped: nothing lost
 
 
 def test_oracle_stops_each_bad_trial_at_its_onset() -> None:
@@ -135,3 +155,31 @@ def test_pack_merges_a_run_into_the_committed_corpus_without_losing_trials(tmp_p
     corpus.pack(sweep, dest)  # packing again replaces the run's rows, it does not add them twice
     assert pl.read_parquet(dest / "batches.parquet").height == batches.height
     assert corpus.packed() == set(before["trial"])
+
+
+def test_auc_counts_ties_half_and_needs_both_classes() -> None:
+    import signals
+
+    pos = np.array([False, False, True, True])
+    assert signals.auc(np.array([0.1, 0.2, 0.3, 0.4]), pos) == 1.0
+    assert signals.auc(np.array([0.4, 0.3, 0.2, 0.1]), pos) == 0.0
+    assert signals.auc(np.array([0.1, 0.3, 0.3, 0.4]), pos) == pytest.approx(0.875)  # one tied pair of 4
+    assert np.isnan(signals.auc(np.array([0.1, 0.2]), np.array([True, True])))
+
+
+def test_signal_table_on_the_committed_corpus_is_causal_and_ranks_the_probe_first() -> None:
+    """Each trial-epoch's score is the largest move so far (never falls); the probe, which defines the
+    labels' timing, separates best; every free signal has an AUC and an interval around it."""
+    import signals
+
+    c = scoreboard.load()
+    lab = scoreboard.labels(c).filter(pl.col("split") == "test")
+    t = signals.scores(c, lab)
+    assert set(t["label"]) == {"collapse", "healthy"}
+    assert not t.filter(pl.col("label") == "healthy")["positive"].any()
+    assert t.select((pl.col("de_y (epoch mean)").diff().over("trial") >= 0).all()).item()
+    board = signals.table(t, boot=50)
+    assert board["signal"][0] == "PGD probe relative fall" and not board["free"][0]
+    assert board.filter(pl.col("free")).height == 2 * len(scoreboard.FREE_SIGNALS)
+    for r in board.iter_rows(named=True):
+        assert r["trial_lo"] <= r["trial_auc"] <= r["trial_hi"] and r["epoch_lo"] <= r["epoch_auc"] <= r["epoch_hi"]

@@ -6,8 +6,10 @@ Reads the packed corpus (benchmarks/detection/corpus/, made by corpus.py), label
 its val PGD curve (docs/detection.md, "Labels"), runs the project's detectors with their defaults
 and the published baselines, and prints per rule: recall on collapses and on all bad trials, false
 stops on healthy trials, the median delay after the labelled onset (epochs and steps; negative is
-early), the share of training steps a stopper on that rule would have saved, and whether each
-(eps, training-set size) group's best grid point by final val PGD stays the same under stopping.
+early), the harm (best val PGD lost against running the trial to its end: mean and worst), the
+share of training steps a stopper on that rule would have saved (all trials; single-step trials
+net of the PGD probes the rule ran, in training-step equivalents), and whether each (eps,
+training-set size) group's best grid point by final val PGD stays the same under stopping.
 A rule "stops" at the end of the epoch of its first event: the stopper decides after each epoch.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ COLLAPSE_RATIO, COLLAPSE_DROP = 0.5, 0.10
 NEVER_ROBUST_RATIO = 0.5
 RO_GAP = 0.05
 WONG_BATCH, WONG_DROP = 128, 0.2  # Wong et al.: PGD on one training batch, stop on a 0.2 drop
-ELLE_SD = 2.0  # ELLE-A: a value beyond mean + 2 sd of all its past values
+ELLE_SD = 2.0  # ELLE-A's rule: a value beyond mean + 2 sd of all its past values
+SINGLE_STEP = ["fgsm", "rs_fgsm", "n_fgsm", "der"]  # the CO-prone methods: one attack gradient a step
 
 
 def load(corpus: Path = CORPUS) -> dict[str, pl.DataFrame]:
@@ -58,7 +61,8 @@ def label(acc: list[float], reference: float) -> tuple[str, int | None]:
 def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """One row per trial: config keys, split, val curve, label, onset epoch and step."""
     t = c["trials"].select("trial", "seed", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
-                           pl.col("data.subset").alias("n"), pl.col("schedule.name").alias("schedule"), "epochs")
+                           pl.col("data.subset").alias("n"), pl.col("schedule.name").alias("schedule"), "epochs",
+                           probe_steps=probe_steps())
     t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""))
     curves = (c["epochs"].filter(pl.col("split") == "val").sort("trial", "epoch")
               .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), last_step=pl.col("step").max()))
@@ -75,7 +79,25 @@ def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def probe_steps() -> pl.Expr:
+    """One epoch's PGD probe in training-step equivalents (forward-backward passes over a sample):
+    probe_size x restarts x (pgd_steps + 1) against batch_size x (attack gradients + 1) a step."""
+    c = pl.col
+    attack = pl.when(c("method.name").is_in(SINGLE_STEP)).then(1).otherwise(c("attack.steps"))
+    return (c("data.probe_size") * c("eval.restarts") * (c("eval.pgd_steps") + 1)
+            / (c("batch_size") * (attack + 1))).cast(pl.Float64)
+
+
 # ----------------------------------------------------------------- rules: first (epoch, step) per trial
+
+# which rules read the PGD probe (its cost counts against their savings): every other rule reads the
+# free training stream or the val split, which every trial evaluates anyway (best checkpoint, `ro`)
+PROBE_RULES = ("co_energy (all sources)", "co_energy probe", "co_pgd_probe", "default stop_on", "baseline: Wong",
+               "baseline: probe PGD")
+
+
+def reads_probe(rule: str) -> bool:
+    return rule.startswith(PROBE_RULES)
 
 
 def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
@@ -186,18 +208,24 @@ def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFram
             rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = shift_rule(shifts, signal, t)
     rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
     rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
-    rules["baseline: ELLE-A rule on aae_frac (AAER)"] = adaptive(c["batches"], "aae_frac")
-    rules["baseline: ELLE-A rule on batch dE(x,y)"] = adaptive(c["batches"], "de_y")
+    # ELLE-A's mean + 2 sd rule, on signals the corpus has (not ELLE's local-linearity error, which it lacks)
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on aae_frac"] = adaptive(c["batches"], "aae_frac")
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on batch dE(x,y)"] = adaptive(c["batches"], "de_y")
     return rules
 
 
 # ----------------------------------------------------------------- scoring
 
 
-def score(lab: pl.DataFrame, stops: pl.DataFrame) -> dict:
-    """The scoreboard row of one rule over the labelled trials `lab`."""
+def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False) -> dict:
+    """The scoreboard row of one rule over the labelled trials `lab`; `probe`: the rule runs the PGD probe
+    after each epoch it trains (its cost is subtracted from the single-step trials' savings)."""
     t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
     stopped = pl.col("stop_epoch").is_not_null()
+    # harm: the best val PGD a stopped trial keeps (its best checkpoint up to the stop) against the full run's
+    harm = t.select(pl.when(stopped).then(pl.col("acc").list.max()
+                                          - pl.col("acc").list.head(pl.col("stop_epoch") + 1).list.max())
+                    .otherwise(0.0)).to_series()
     bad = t.filter(pl.col("label") != "healthy")
     coll = t.filter(pl.col("label") == "collapse")
     healthy = t.filter(pl.col("label") == "healthy")
@@ -207,9 +235,12 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame) -> dict:
     delay_st = (det.select(stop_step - pl.col("onset_step"))).to_series().median() if det.height else None
     used = t.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
                     .otherwise(pl.col("total_steps"))).to_series()
-    prone = t.filter(pl.col("method").is_in(["fgsm", "rs_fgsm", "n_fgsm", "der"]))
+    prone = t.filter(pl.col("method").is_in(SINGLE_STEP))
     used_prone = prone.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
                               .otherwise(pl.col("total_steps"))).to_series()
+    probes_run = pl.when(stopped).then(pl.min_horizontal(pl.col("stop_epoch") + 1, pl.col("epochs")))
+    probe_cost = prone.select(probes_run.otherwise(pl.col("epochs")) * pl.col("probe_steps")).to_series()
+    net_prone = used_prone.sum() + (probe_cost.sum() if probe else 0.0)
     return {
         "collapses": f"{det.height}/{coll.height}",
         "recall_collapse": det.height / coll.height if coll.height else None,
@@ -219,6 +250,9 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame) -> dict:
         "median_delay_steps": delay_st,
         "saved_steps": 1 - used.sum() / t["total_steps"].sum(),
         "saved_steps_co_prone": 1 - used_prone.sum() / prone["total_steps"].sum() if prone.height else None,
+        "saved_net_co_prone": 1 - net_prone / prone["total_steps"].sum() if prone.height else None,
+        "harm_mean": harm.mean(),
+        "harm_worst": harm.max(),
         "best_config_kept": best_kept(t),
     }
 
@@ -250,7 +284,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free)
-    rows = [{"rule": name} | score(lab, stops) for name, stops in rules.items()]
+    rows = [{"rule": name} | score(lab, stops, probe=reads_probe(name)) for name, stops in rules.items()]
     return lab, pl.DataFrame(rows)
 
 
