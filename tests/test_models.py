@@ -88,3 +88,34 @@ def test_invalid_arguments():
         build_model("small_cnn", 1, 1, 28, (0.5,), (0.5,))
     with pytest.raises(ValueError, match="std must be positive"):
         Normalize((0.5,), (0.0,))
+
+
+def test_wide_cnn_layout():
+    """small_cnn's convolutions under a 2x2048 classifier: the capacity sits in the cheap fc layers."""
+    model = build_model("wide_cnn", 10, 1, 28, (0.286,), (0.353,)).eval()
+    convs = (9 * 32 + 32) + (32 * 9 * 64 + 64)
+    fcs = (64 * 7 * 7 * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 10 + 10)
+    assert sum(p.numel() for p in model.parameters()) == convs + fcs
+    small = sum(p.numel() for p in build_model("small_cnn", 10, 1, 28, (0.286,), (0.353,)).parameters())
+    assert (convs + fcs) > 20 * small
+
+
+def test_wide_cnn_trains_a_few_pgd_steps_and_logs_its_energies(tmp_path):
+    """`model=wide_cnn` through a real trial: every step logs finite energies, the epoch its accuracies."""
+    from analysis.read import SweepLogs
+    from orchestrator.config import compose_trial
+    from workloads.trial import Trial
+
+    cfg = compose_trial(["model=wide_cnn", "method=pgd", "attack.steps=2", "epochs=1", "batch_size=64",
+                         "data.subset=256", "data.val_size=64", "data.probe_size=32", "data.test_size=64",
+                         "telemetry.natural_every=1", f"out={tmp_path}"])
+    with torch.enable_grad():
+        result = Trial(cfg).run()
+    assert result["status"] == "finished"
+    logs = SweepLogs(tmp_path, warn=False)
+    batches = logs.scan("batches").collect()
+    assert batches.height == 4  # 256 images / 64
+    for col in ("loss", "e_nat", "e_adv", "e_nat_y", "e_adv_y", "de", "de_y", "de_std"):
+        assert batches[col].is_finite().all(), col
+    epochs = logs.scan("epochs").collect()
+    assert set(epochs["split"]) >= {"val", "probe"} and epochs["acc_pgd"].is_between(0, 1).all()

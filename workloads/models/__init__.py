@@ -11,11 +11,13 @@ from .normalize import Normalize
 from .preact_resnet import preact_resnet18
 from .resnet import resnet18
 from .small_cnn import small_cnn
+from .wide_cnn import wide_cnn
 from .wide_resnet import wide_resnet
 
 # name -> builder(num_classes, in_channels, image_size) returning the un-normalised network.
 MODELS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "small_cnn": small_cnn,
+    "wide_cnn": wide_cnn,
     "preact_resnet18": preact_resnet18,
     "resnet18": resnet18,
     "wrn28_10": wide_resnet(28, 10),
