@@ -130,7 +130,8 @@ def detail_figure(trial: str, series: pl.DataFrame, epochs: pl.DataFrame, events
                                                                       "title": {"text": "dE"}},
         "xaxis2": {**axis, "anchor": "y2", "matches": "x", "domain": [0, 1]},
         "yaxis2": {**axis, "anchor": "x2", "domain": [0.38, 0.63], "title": {"text": "E"}},
-        "xaxis3": {**axis, "anchor": "y3", "domain": [0, 1], "title": {"text": "epoch"}},
+        "xaxis3": {**axis, "anchor": "y3", "domain": [0, 1], "title": {"text": "epoch"},
+                   **epoch_ticks(epochs["epoch"].max())},
         "yaxis3": {**axis, "anchor": "x3", "domain": [0, 0.3], "title": {"text": "accuracy"}},
         "shapes": shapes,
     }
@@ -283,6 +284,12 @@ def _styles(info: pl.DataFrame) -> dict[str, dict]:
 
 # --- figures -----------------------------------------------------------------------------------
 
+def epoch_ticks(last_epoch: float | None) -> dict:
+    """Ticks on whole epochs for an epoch axis (plotly's automatic ticks fall on halves in short runs),
+    about 10 of them."""
+    return {"tick0": 0, "dtick": max(1, math.ceil(((last_epoch or 0) + 1) / 10))}
+
+
 def _layout(title: str, xaxis: str, yaxis: str, **extra: object) -> dict:
     return {
         "title": {"text": title, "x": 0.01, "xanchor": "left"},
@@ -356,7 +363,10 @@ def _line_figure(data: pl.DataFrame, x: str, y: str, info: pl.DataFrame, styles:
                 "hovertemplate": f"{hover}<br>{xlabel} %{{x}}<br>{value} %{{y:.3f}}<extra></extra>",
             })
     traces += _event_traces(events, x, y, styles, "scatter")
-    return {"data": traces, "layout": _layout(title, xlabel, ylabel)}
+    layout = _layout(title, xlabel, ylabel)
+    if x == "epoch":
+        layout["xaxis"] |= epoch_ticks(data["epoch"].max())
+    return {"data": traces, "layout": layout}
 
 
 def _results_figure(results: pl.DataFrame, styles: dict[str, dict]) -> dict:

@@ -17,7 +17,7 @@ from support.synth import MANY_EPS, MANY_METHODS, many_trials_sweep, synth_trial
 
 from analysis import commands
 from analysis.read import SweepLogs
-from analysis.report import Report, build
+from analysis.report import Report, build, epoch_ticks
 
 PLOTLY_JS_HEAD = get_plotlyjs()[:120]  # the bundled plotly.js's licence banner and first lines
 
@@ -95,6 +95,11 @@ def test_report_figures_are_valid_plotly(sweep: Path, tmp_path: Path) -> None:
     assert {t["name"] for t in markers} == {"fgsm eps=0.25: logged events"}  # no stopper ran: only logged
     assert build(SweepLogs(sweep), tmp_path / "gl.html", webgl=True).figures["overview-de"]["data"][1]["type"] \
         == "scattergl"
+    # epoch axes tick on whole epochs (these trials have 2; plotly's own ticks would fall on halves)
+    assert result.figures["overview-acc"]["layout"]["xaxis"]["dtick"] == 1
+    details = [fig for div, fig in result.figures.items() if div.startswith("trial-")]
+    assert details and all(fig["layout"]["xaxis3"]["dtick"] == 1 for fig in details)
+    assert epoch_ticks(99) == {"tick0": 0, "dtick": 10} and epoch_ticks(None)["dtick"] == 1  # ~10 ticks on long runs
 
 
 def test_detect_command(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
