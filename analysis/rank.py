@@ -99,7 +99,7 @@ def rank(
     Configurations are the distinct values of `config_keys(trials)` once the fields a
     trial's method does not read are null (`unread_as_null`); a trial without
     a config.json is its own configuration. Output: the config keys, n (trials),
-    n_failed (status failed/diverged), <metric>_mean / <metric>_std (sample sd,
+    n_failed_or_diverged (status failed/diverged), <metric>_mean / <metric>_std (sample sd,
     ddof=1) for METRICS, co_rate (share of trials with CO). `by` is a metric name
     (its mean is used) or a column; `descending` defaults to True except for
     ro_gap and co_rate.
@@ -114,7 +114,7 @@ def rank(
         .with_columns(_own_config=own)
     )
     failed = pl.col("status").is_in(["failed", "diverged"]) if "status" in joined.columns else pl.lit(False)
-    aggs = [pl.len().alias("n"), failed.fill_null(False).sum().alias("n_failed")]
+    aggs = [pl.len().alias("n"), failed.fill_null(False).sum().alias("n_failed_or_diverged")]
     for m in METRICS:
         x = pl.col(m).cast(pl.Float64)
         aggs += [x.mean().alias(f"{m}_mean"), x.std(ddof=1).alias(f"{m}_std")]
@@ -153,7 +153,7 @@ def export(frame: pl.DataFrame, path: str | Path) -> Path:
 
 def _varying_keys(table: pl.DataFrame) -> list[str]:
     """The ranking's config columns (`config` included) whose value is not the same in every row."""
-    keys = [c for c in table.columns if c not in ("n", "n_failed", "co_rate") and not c.endswith(("_mean", "_std"))]
+    keys = [c for c in table.columns if c not in ("n", "n_failed_or_diverged", "co_rate") and not c.endswith(("_mean", "_std"))]
     return [c for c in keys if table.height < 2 or table[c].n_unique() > 1]
 
 
@@ -167,7 +167,7 @@ def _mean_sd(m: str, digits: int, sep: str) -> pl.Expr:
 def display(table: pl.DataFrame) -> pl.DataFrame:
     """The ranking with `mean ± std` text columns, for printing and the HTML report;
     config keys with the same value in every row are left out."""
-    return table.select(*_varying_keys(table), "n", "n_failed", *(_mean_sd(m, 3, " ± ").alias(m) for m in METRICS),
+    return table.select(*_varying_keys(table), "n", "n_failed_or_diverged", *(_mean_sd(m, 3, " ± ").alias(m) for m in METRICS),
                         pl.col("co_rate").round(2))
 
 
@@ -181,10 +181,10 @@ def console(table: pl.DataFrame) -> pl.DataFrame:
     The `--ranking` export and the report keep every column (`display`)."""
     keys = [c for c in _varying_keys(table) if table[c].null_count() < table.height]
     short = {c: c.split(".")[0] if c.endswith(".name") else c.split(".")[-1] for c in keys}  # method.name: method
-    taken = {*CONSOLE_METRICS.values(), "n", "n_failed", "co"}  # the table's other column names
+    taken = {*CONSOLE_METRICS.values(), "n", "n_failed_or_diverged", "co"}  # the table's other column names
     names = {c: (s if list(short.values()).count(s) == 1 and s not in taken else c) for c, s in short.items()}
 
-    failed = [pl.col("n_failed")] if table["n_failed"].sum() else []
+    failed = [pl.col("n_failed_or_diverged")] if table["n_failed_or_diverged"].sum() else []
     return table.select(*(pl.col(c).alias(n) for c, n in names.items()), "n", *failed,
                         *(_mean_sd(m, 2, "±").alias(short_metric) for m, short_metric in CONSOLE_METRICS.items()),
                         pl.col("co_rate").round(2).alias("co"))

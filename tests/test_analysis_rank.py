@@ -73,7 +73,7 @@ def test_rank_aggregates_over_seeds_by_hand() -> None:
             assert row[f"{name}_mean"] == pytest.approx(statistics.mean(values), abs=1e-6)
             assert row[f"{name}_std"] == pytest.approx(statistics.stdev(values), abs=1e-6)
     b = table.filter(pl.col("attack.eps") == 0.3).row(0, named=True)
-    assert b["co_rate"] == pytest.approx(2 / 3) and b["n_failed"] == 1
+    assert b["co_rate"] == pytest.approx(2 / 3) and b["n_failed_or_diverged"] == 1
     assert b["co_epoch_mean"] == pytest.approx(1.5) and b["co_epoch_std"] == pytest.approx(statistics.stdev([2, 1]))
     a = table.filter(pl.col("attack.eps") == 0.15).row(0, named=True)
     assert a["co_rate"] == 0 and a["co_epoch_mean"] is None
