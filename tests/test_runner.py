@@ -68,3 +68,19 @@ def test_each_ending_has_one_status_and_exit_rule_in_every_command(tmp_path) -> 
     for out in (train, multi, sweep):  # every ending leaves its result with the trial's progress
         failed = RunDir(out).read_result(ids(out)["failed"])
         assert failed["reason"].startswith(("NotADirectoryError", "FileExistsError")), failed
+
+
+def test_result_json_has_one_schema_and_write_result_keeps_to_it(tmp_path) -> None:
+    """Every writer (the trial, a failure, Tune's scheduler) goes through RunDir.write_result: a field
+    outside run_dir.RESULT_FIELDS, a status outside STATUSES or another trial's id is refused."""
+    from workloads.run_dir import RESULT_FIELDS
+
+    run_dir = RunDir(tmp_path)
+    run_dir.write_result("t", {"trial": "t", "status": "finished", "test_acc_pgd": 0.4})
+    assert run_dir.read_result("t") == {"trial": "t", "status": "finished", "test_acc_pgd": 0.4}
+    for bad in ({"trial": "t", "status": "done"}, {"trial": "t", "status": "finished", "accuracy": 1.0},
+                {"trial": "u", "status": "running"}):
+        with pytest.raises(ValueError, match="RESULT_FIELDS"):
+            run_dir.write_result("t", bad)
+    assert run_dir.read_result("t")["status"] == "finished"  # a refused write leaves the file as it was
+    assert {"trial", "status", "reason", "best_test_acc_pgd"} <= set(RESULT_FIELDS)

@@ -36,6 +36,26 @@ STATUSES = ("running", "finished", "stopped", "diverged", "failed")
 SUCCEEDED = ("finished", "stopped", "diverged")
 
 
+# result.json's fields (every writer goes through RunDir.write_result, which refuses any other)
+RESULT_FIELDS: dict[str, str] = {
+    "trial": "trial id",
+    "status": "one of STATUSES",
+    "reason": "why it ended so, in one line (null when finished)",
+    "epochs_done": "epochs trained (1-based count)",
+    "steps_done": "optimiser steps taken",
+    "best_val_acc_pgd": "best val PGD accuracy so far",
+    "best_epoch": "its epoch (0-based, as the tables)",
+    "stopped_by": "the detector kind or Tune scheduler that stopped it, or null",
+    "out": "the sweep directory",
+    "seconds": "wall time of the run that ended it",
+    "test_n": "test images evaluated",
+    "test_acc_nat": "clean test accuracy of the last model",
+    "test_acc_pgd": "PGD test accuracy of the last model",
+    "best_test_acc_nat": "clean test accuracy of the best-val checkpoint",
+    "best_test_acc_pgd": "PGD test accuracy of the best-val checkpoint",
+}
+
+
 def succeeded(result: dict | None) -> bool:
     """Did the trial of this result.json end as a trial may (finished, stopped or diverged)?"""
     return result is not None and result.get("status") in SUCCEEDED
@@ -202,5 +222,9 @@ class RunDir:
         return read_json(self.trial(trial) / "result.json")
 
     def write_result(self, trial: str, result: dict) -> None:
-        """The only writer of result.json."""
+        """The only writer of result.json; its fields are RESULT_FIELDS, its status one of STATUSES."""
+        unknown = sorted(set(result) - set(RESULT_FIELDS))
+        if unknown or result.get("status") not in STATUSES or result.get("trial") != trial:
+            raise ValueError(f"result.json of {trial}: fields {unknown} are not in run_dir.RESULT_FIELDS, or status "
+                             f"{result.get('status')!r} not in {STATUSES}, or trial {result.get('trial')!r} is not it")
         write_json(self.trial(trial) / "result.json", result)
