@@ -58,9 +58,11 @@ def test_scoreboard_runs_on_the_committed_corpus() -> None:
         assert 0 <= row["saved_steps"] < 1
         assert 0 <= row["harm_mean"] <= row["harm_worst"] <= 1
         probe_cost = row["saved_steps_co_prone"] - row["saved_net_co_prone"]
-        assert probe_cost > 0 if scoreboard.reads_probe(row["rule"]) else probe_cost == 0, row
+        assert probe_cost > 0 if row["reads_probe"] else probe_cost == 0, row
     rules = set(board["rule"])
     assert {f"default stop_on ({', '.join(DEFAULT_STOP_ON)})", "baseline: Wong PGD-probe (128, drop 0.2)"} <= rules
+    reads_probe = dict(board.select("rule", "reads_probe").iter_rows())
+    assert reads_probe["co_energy epoch"] and not reads_probe["co_energy batch"]  # its epoch source is the probe's dE
     oracle = board.row(by_predicate=pl.col("rule").str.starts_with("oracle"), named=True)
     assert oracle["recall_collapse"] == 1 and oracle["false_stops"].startswith("0/")
 

@@ -90,32 +90,28 @@ def probe_steps() -> pl.Expr:
 
 # ----------------------------------------------------------------- rules: first (epoch, step) per trial
 
-# which rules read the PGD probe (its cost counts against their savings): every other rule reads the
-# free training stream or the val split, which every trial evaluates anyway (best checkpoint, `ro`)
-PROBE_RULES = ("co_energy (all sources)", "co_energy probe", "co_pgd_probe", "default stop_on", "baseline: Wong",
-               "baseline: probe PGD")
+# Each rule comes with whether it needs the PGD probe (its cost counts against its savings): the free
+# training stream and the val split, which every trial evaluates anyway (best checkpoint, `ro`), cost nothing.
+Rule = tuple[pl.DataFrame, bool]  # (first stop per trial, reads the probe)
+PROBE_KINDS = {"co_pgd_probe", "co_energy"}  # co_energy as a whole: its epoch and probe sources read the probe
 
 
-def reads_probe(rule: str) -> bool:
-    return rule.startswith(PROBE_RULES)
-
-
-def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """The project's detectors with their defaults, per kind and (co_energy) per source."""
+def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, Rule]:
+    """The project's detectors with their defaults, per kind and (co_energy) per source. co_energy's epoch
+    source reads the probe split's dE, its probe source the probe's samples; its batch source is free."""
     events = detect(c["batches"], c["epochs"], c["probes"])
     events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
-    rules = {}
-    for name, sel in {
-        "co_energy (all sources)": pl.col("kind") == "co_energy",
-        "co_energy batch": (pl.col("kind") == "co_energy") & (pl.col("source") == "batch"),
-        "co_energy epoch": (pl.col("kind") == "co_energy") & (pl.col("source") == "epoch"),
-        "co_energy probe": (pl.col("kind") == "co_energy") & (pl.col("source") == "probe"),
-        "co_pgd_probe": pl.col("kind") == "co_pgd_probe",
-        "ro": pl.col("kind") == "ro",
-        f"default stop_on ({', '.join(DEFAULT_STOP_ON)})": pl.col("kind").is_in(DEFAULT_STOP_ON),
-    }.items():
-        rules[name] = _first(events.filter(sel))
-    return rules
+    co = pl.col("kind") == "co_energy"
+    return {name: (_first(events.filter(sel)), probe) for name, sel, probe in [
+        ("co_energy (all sources)", co, True),
+        ("co_energy batch", co & (pl.col("source") == "batch"), False),
+        ("co_energy epoch", co & (pl.col("source") == "epoch"), True),
+        ("co_energy probe", co & (pl.col("source") == "probe"), True),
+        ("co_pgd_probe", pl.col("kind") == "co_pgd_probe", True),
+        ("ro", pl.col("kind") == "ro", False),
+        (f"default stop_on ({', '.join(DEFAULT_STOP_ON)})", pl.col("kind").is_in(DEFAULT_STOP_ON),
+         bool(PROBE_KINDS & set(DEFAULT_STOP_ON))),
+    ]}
 
 
 def _first(events: pl.DataFrame) -> pl.DataFrame:
@@ -199,18 +195,20 @@ def oracle(lab: pl.DataFrame) -> pl.DataFrame:
 
 
 def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFrame,
-              free: dict[str, float | None]) -> dict[str, pl.DataFrame]:
-    """Every rule's stops on the trials of `c`; `shifts` (epoch_shifts) and the free signals' thresholds."""
-    rules = {"oracle: stop at the labelled onset": oracle(lab), **energy_rules(c)}
+              free: dict[str, float | None]) -> dict[str, Rule]:
+    """Every rule's stops on the trials of `c`, and whether it reads the probe; `shifts` (epoch_shifts) and
+    the free signals' thresholds."""
+    rules = {"oracle: stop at the labelled onset": (oracle(lab), False), **energy_rules(c)}
     for signal, t in free.items():
         if t is not None:
             side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
-            rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = shift_rule(shifts, signal, t)
-    rules["baseline: Wong PGD-probe (128, drop 0.2)"] = wong_probe(c["probes"])
-    rules["baseline: probe PGD relative drop (0.5x best)"] = relative_probe(c["epochs"])
+            rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = (shift_rule(shifts, signal, t),
+                                                                                          False)
+    rules["baseline: Wong PGD-probe (128, drop 0.2)"] = (wong_probe(c["probes"]), True)
+    rules["baseline: probe PGD relative drop (0.5x best)"] = (relative_probe(c["epochs"]), True)
     # ELLE-A's mean + 2 sd rule, on signals the corpus has (not ELLE's local-linearity error, which it lacks)
-    rules["baseline: mean + 2 sd rule (ELLE-A's) on aae_frac"] = adaptive(c["batches"], "aae_frac")
-    rules["baseline: mean + 2 sd rule (ELLE-A's) on batch dE(x,y)"] = adaptive(c["batches"], "de_y")
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on aae_frac"] = (adaptive(c["batches"], "aae_frac"), False)
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on batch dE(x,y)"] = (adaptive(c["batches"], "de_y"), False)
     return rules
 
 
@@ -233,14 +231,14 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False) -> dict:
     stop_step = (pl.col("stop_epoch") + 1) * pl.col("steps_per_epoch")  # the stopper acts after the epoch
     delay_ep = (det["stop_epoch"] - det["onset"]).median() if det.height else None
     delay_st = (det.select(stop_step - pl.col("onset_step"))).to_series().median() if det.height else None
-    used = t.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
-                    .otherwise(pl.col("total_steps"))).to_series()
+    total, epochs = pl.col("total_steps"), pl.col("epochs")
+    steps_used = pl.when(stopped).then(pl.min_horizontal(stop_step, total)).otherwise(total)
+    probes_run = pl.when(stopped).then(pl.min_horizontal(pl.col("stop_epoch") + 1, epochs)).otherwise(epochs)
+    used = t.select(steps_used).to_series()
     prone = t.filter(pl.col("method").is_in(SINGLE_STEP))
-    used_prone = prone.select(pl.when(stopped).then(pl.min_horizontal(stop_step, pl.col("total_steps")))
-                              .otherwise(pl.col("total_steps"))).to_series()
-    probes_run = pl.when(stopped).then(pl.min_horizontal(pl.col("stop_epoch") + 1, pl.col("epochs")))
-    probe_cost = prone.select(probes_run.otherwise(pl.col("epochs")) * pl.col("probe_steps")).to_series()
-    net_prone = used_prone.sum() + (probe_cost.sum() if probe else 0.0)
+    used_prone = prone.select(steps_used).to_series()
+    probe_cost = prone.select(probes_run * pl.col("probe_steps")).to_series().sum() if probe else 0.0
+    net_prone = used_prone.sum() + probe_cost
     return {
         "collapses": f"{det.height}/{coll.height}",
         "recall_collapse": det.height / coll.height if coll.height else None,
@@ -284,7 +282,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free)
-    rows = [{"rule": name} | score(lab, stops, probe=reads_probe(name)) for name, stops in rules.items()]
+    rows = [{"rule": name, "reads_probe": probe} | score(lab, stops, probe) for name, (stops, probe) in rules.items()]
     return lab, pl.DataFrame(rows)
 
 
