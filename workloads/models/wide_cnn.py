@@ -10,21 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .small_cnn import two_conv_net
+
 
 def wide_cnn(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """conv32-pool-conv64-pool-fc2048-fc2048-fc, no BatchNorm."""
-    side = image_size // 4  # two 2x2 max-pools
-    return nn.Sequential(
-        nn.Conv2d(in_channels, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * side * side, 2048),
-        nn.ReLU(),
-        nn.Linear(2048, 2048),
-        nn.ReLU(),
-        nn.Linear(2048, num_classes),
-    )
+    return two_conv_net(num_classes, in_channels, image_size, hidden=(2048, 2048))
