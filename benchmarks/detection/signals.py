@@ -114,15 +114,12 @@ def table(t: pl.DataFrame, boot: int = 1000, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(out).sort("trial_auc", descending=True)
 
 
-def markdown(board: pl.DataFrame, n_trials: tuple[int, int], n_epochs: tuple[int, int]) -> str:
-    lines = [f"trials: {n_trials[0]} collapse, {n_trials[1]} healthy; trial-epochs: {n_epochs[0]} collapsed, "
-             f"{n_epochs[1]} not (yet)",
-             "| signal | free | trial AUC [95%] | trial-epoch AUC [95%] |", "|---|---|---|---|"]
-    for r in board.iter_rows(named=True):
-        lines.append(f"| {r['signal']} | {'yes' if r['free'] else 'no (PGD)'} | "
-                     f"{r['trial_auc']:.2f} [{r['trial_lo']:.2f}, {r['trial_hi']:.2f}] | "
-                     f"{r['epoch_auc']:.2f} [{r['epoch_lo']:.2f}, {r['epoch_hi']:.2f}] |")
-    return "\n".join(lines)
+def markdown(board: pl.DataFrame) -> str:
+    """The table as scoreboard.markdown prints it, each AUC with its interval."""
+    ci = lambda r, level: f"{r[level + '_auc']:.2f} [{r[level + '_lo']:.2f}, {r[level + '_hi']:.2f}]"  # noqa: E731
+    return scoreboard.markdown(pl.DataFrame([
+        {"signal": r["signal"], "free": "yes" if r["free"] else "no (PGD)", "trial AUC [95%]": ci(r, "trial"),
+         "trial-epoch AUC [95%]": ci(r, "epoch")} for r in board.iter_rows(named=True)]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     n_trials = t.group_by("trial").agg(pl.col("label").first())["label"].value_counts().sort("label")
     counts = dict(n_trials.iter_rows())
     print(f"split {a.split}, {a.boot} bootstrap draws over trials")
-    print(markdown(board, (counts.get("collapse", 0), counts.get("healthy", 0)),
-                   (int(t["positive"].sum()), int((~t["positive"]).sum()))))
+    print(f"trials: {counts.get('collapse', 0)} collapse, {counts.get('healthy', 0)} healthy; trial-epochs: "
+          f"{int(t['positive'].sum())} collapsed, {int((~t['positive']).sum())} not (yet)")
+    print(markdown(board))
     return 0
 
 
