@@ -19,6 +19,7 @@ import math
 import polars as pl
 
 from workloads.telemetry.schema import SCHEMA_VERSION
+from workloads.telemetry.trigger import TRIGGER_SIGNALS, Trigger
 
 from analysis.read import polars_schema
 
@@ -81,7 +82,8 @@ def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
     )
 
 
-BATCH_COLS = ["trial", "epoch", "step", "loss", "de", "de_y", "de_std"]
+BATCH_COLS = ["trial", "epoch", "step", "loss", "de", "de_y", "de_std",
+              *(c for c in TRIGGER_SIGNALS if c not in ("loss", "de", "de_y", "de_std"))]
 RUN = "_run"  # id of the (trial, epoch) run of an ordered batch frame
 
 
@@ -397,7 +399,7 @@ def co_pgd_probe(
     several epochs. score = a_b - a.
     """
     e = (
-        _ordered_epochs(epochs, "probe", ["trial", "epoch", "acc_pgd", "n"])
+        _probe_rows(epochs)
         .with_columns(a=_finite("acc_pgd"), n=pl.col("n").cast(pl.Float64))
         .with_columns(best=pl.col("a").cum_max().shift(1).over("trial"))
         .with_columns(  # n of the best earlier epoch: the latest earlier epoch at that accuracy
@@ -413,15 +415,68 @@ def co_pgd_probe(
         )
     )
     hit = (pl.col("a") <= ratio * pl.col("best")) & (pl.col("score") >= min_drop) & (pl.col("z") >= z)
-    first = _first(e, hit, "epoch").with_columns(
-        step=pl.lit(None, pl.Int64),
+    first = _first(e, hit, "_order").with_columns(
+        step=pl.when(pl.col("mid_epoch")).then(pl.col("step")),
         evidence=pl.concat_str(
-            pl.lit("epoch: probe acc_pgd "), _f(pl.col("a")), pl.lit(" vs best earlier "), _f(pl.col("best")),
+            pl.when(pl.col("mid_epoch")).then(pl.lit("step: mid-epoch ")).otherwise(pl.lit("epoch: ")),
+            pl.lit("probe acc_pgd "), _f(pl.col("a")), pl.lit(" vs best earlier "), _f(pl.col("best")),
             pl.lit(" (n "), pl.col("n").cast(pl.Int64).cast(pl.String), pl.lit(", z="), _f(pl.col("z"), 1),
             pl.lit(f"); fires at <= {ratio:g}x best, a drop >= {min_drop:g} and z >= {z:g}"),
         ),
     )
     return _events(first, "co_pgd_probe")
+
+
+# ----------------------------------------------------------------- the energy trigger (when to probe)
+
+
+def trigger(batches: Frame, **params) -> pl.DataFrame:
+    """Every firing of the energy trigger (kind 'trigger'; workloads/telemetry/trigger.py): the step where a
+    CUSUM of a free training signal, in the trial's own robust units, crossed h. The trial runs its PGD probe
+    at the flush after each; the same class replayed here gives the same steps. `params`: Trigger's fields
+    (signals, k, h, warmup). score = the CUSUM."""
+    signals = params.get("signals", TRIGGER_SIGNALS)
+    df = ordered_batches(batches, ["trial", "epoch", "step", *signals])
+    rows = []
+    for (trial,), g in df.group_by("trial", maintain_order=True):
+        cols = {s: g[s].cast(pl.Float64).fill_null(float("nan")).to_numpy() for s in signals}
+        for f in Trigger(**params).update(g["epoch"].to_numpy(), g["step"].to_numpy(), cols):
+            rows.append({"trial": str(trial), "epoch": f.epoch, "step": f.step, "score": f.cusum,
+                         "evidence": f.evidence()})
+    if not rows:
+        return empty_events()
+    return _events(pl.DataFrame(rows), "trigger")
+
+
+def _probe_rows(epochs: Frame) -> pl.LazyFrame:
+    """Every probe evaluation of each trial in step order: one per epoch end, and those the trial ran mid-epoch
+    when the trigger fired (train_loss null, `mid_epoch`); `_order` numbers them. A row logged twice (a resumed
+    epoch) counts once, the last."""
+    return (
+        _lazy(epochs)
+        .filter(pl.col("split") == "probe")
+        .select("trial", "epoch", "step", "acc_pgd", "n", mid_epoch=pl.col("train_loss").is_null())
+        .unique(subset=["trial", "epoch", "step"], keep="last", maintain_order=True)
+        .sort("trial", "epoch", "step", maintain_order=True)
+        .with_columns(_order=pl.int_range(pl.len()).over("trial"))
+    )
+
+
+def with_trigger(events: pl.DataFrame, fires: pl.DataFrame) -> pl.DataFrame:
+    """A mid-epoch co_pgd_probe event's evidence ends with the trigger fire that ran its probe (the latest
+    fire at or before its step), as the trial writes it."""
+    mid = (pl.col("kind") == "co_pgd_probe") & pl.col("step").is_not_null()
+    if fires.is_empty() or events.filter(mid).is_empty():
+        return events
+    f = fires.select("trial", pl.col("step").alias("fire_step"), pl.col("evidence").alias("fire")).sort("fire_step")
+    ev = events.with_row_index("_row")
+    joined = (ev.filter(mid).sort("step")
+              .join_asof(f, left_on="step", right_on="fire_step", by="trial", strategy="backward")
+              .select("_row", "fire"))
+    return (ev.join(joined, on="_row", how="left")
+            .with_columns(evidence=pl.when(pl.col("fire").is_not_null())
+                          .then(pl.concat_str("evidence", pl.lit("; "), "fire")).otherwise("evidence"))
+            .sort("_row").drop("_row", "fire"))
 
 
 # ----------------------------------------------------------------- robust overfitting
@@ -569,11 +624,13 @@ def detect(
     probes: Frame | None = None,
 ) -> pl.DataFrame:
     """All detectors with default thresholds on whichever tables are given."""
-    if batches is not None:  # read once for co_energy and nan
+    if batches is not None:  # read once for co_energy, nan and the trigger
         batches = ordered_batches(batches)
     parts = [co_energy(batches, epochs, probes)]
     if epochs is not None:
         parts += [co_pgd_probe(epochs), ro(epochs)]
     if batches is not None:
         parts.append(nan(batches))
+        fires = trigger(batches)  # not events of their own: a fire only runs the probe
+        parts = [with_trigger(p, fires) for p in parts]
     return _concat(parts)

@@ -2,7 +2,8 @@
 
 A real Fashion-MNIST FGSM trial (eps 0.3, where it overfits catastrophically) runs with a stop
 callable that asks both `EnergyStop` (which reads only the part files written since its last
-call) and `first_event` (which re-reads every file) after each epoch, and never stops.
+call) and `first_event` (which re-reads every file) after each epoch and after each probe the energy
+trigger ran mid-epoch, and never stops.
 """
 from __future__ import annotations
 
@@ -27,15 +28,18 @@ def test_incremental_decision_equals_a_fresh_read_at_every_epoch(tmp_path, stop_
     cfg = compose_trial([*RUN, f"out={tmp_path}", "stop_on=[]"])
     trial = Trial(cfg)
     incremental = EnergyStop(tmp_path, trial.id, stop_on)
-    decisions = []
+    decisions, asked = [], []
 
     def both(metrics: dict) -> None:
+        asked.append(metrics)
         fresh = first_event(tmp_path, trial.id, metrics["epoch"], stop_on)
         decisions.append((metrics["epoch"], incremental(metrics), fresh))
         return None
 
     assert trial.run(stop=both)["status"] == "finished"
-    assert [d[0] for d in decisions] == list(range(5))
+    epoch_ends = [d[0] for d, m in zip(decisions, asked) if "train_loss" in m]
+    assert epoch_ends == list(range(5))
+    assert [d[0] for d in decisions] == sorted(d[0] for d in decisions)  # mid-epoch calls come in order
     for epoch, mine, fresh in decisions:
         assert mine == fresh, (epoch, mine, fresh)
     # it read many parts, a few at a time, and the merged files that replaced them

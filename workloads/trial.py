@@ -28,6 +28,7 @@ from workloads.models import build_model
 from workloads.run_dir import CheckpointError, RunDir, atomic_write
 from workloads.schedule import lr_at
 from workloads.telemetry import EnergyLog
+from workloads.telemetry.trigger import Fire, Trigger
 from workloads.telemetry.writer import TERM_COLUMNS
 
 NATURAL_COST = 0.005  # share of a step the natural-energy forward may take by default (telemetry.natural_every)
@@ -127,6 +128,8 @@ class Trial:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
         self.stop_event: dict | None = None  # the event that stopped the trial (kept in the checkpoint)
+        self.trigger = Trigger()  # when the training stream says "look now": a probe mid-epoch
+        self.probed: dict | None = None  # metrics of the last triggered probe of this epoch
         self.run_dir = RunDir(self.out)
         self.checkpoint_dir = self.run_dir.checkpoints(self.id)
         self.trial_dir = self.run_dir.trial(self.id)
@@ -212,11 +215,17 @@ class Trial:
         self.log.log_step(epoch, self.step, lr, terms, s.y, logits_adv, logits_nat, logits_start)
 
     # --- epochs ---------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, progress: bool = False) -> str | None:
-        """Train one epoch; returns a divergence reason if a NaN/inf loss was logged."""
+    def train_epoch(self, epoch: int, progress: bool = False, stop: StopRule | None = None) -> str | None:
+        """Train one epoch; returns a divergence reason if a NaN/inf loss was logged.
+
+        At each flush the energy trigger reads the new rows; when it fires before the epoch's last step,
+        the probe runs at once (`probe_now`) and `stop` decides on it: an event ends the epoch there
+        (`self.stop_event`)."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
         bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        self.probed = None
+        end = (epoch + 1) * self.steps_per_epoch
         with frozen_heap():
             for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment,
                                    generator=gen):
@@ -231,28 +240,54 @@ class Trial:
                     if bar is not None:
                         last = self.log.last_flush
                         bar.set_postfix({k: f"{last[k].mean():.3f}" for k in ("loss", "acc_adv", "de") if k in last})
-        self.log.flush()
+                    fires = self._watch(self.log.last_flush)
+                    if fires and self.step < end and self.probe_now(epoch, fires[-1], stop):
+                        break
+        self._watch(self.log.flush())  # the epoch-end probe follows: a fire in the last block needs no other
         if bar is not None:
             bar.close()
         self.epoch_loss = self.log.epoch_loss(epoch)
         return f"non-finite loss in epoch {epoch}" if self.log.diverged() else None
 
-    def evaluate_epoch(self, epoch: int) -> dict:
-        """PGD evaluation of the probe and validation splits; writes `epochs` and `probes` rows."""
+    def _watch(self, rows: dict) -> list[Fire]:
+        """The trigger's fires among flushed `batches` rows."""
+        return self.trigger.update(rows["epoch"], rows["step"], rows) if rows else []
+
+    def probe_now(self, epoch: int, fire: Fire, stop: StopRule | None) -> bool:
+        """The PGD probe after a trigger fire, logged as an `epochs` probe row at this step (train_loss null:
+        mid-epoch); True if `stop` ends the trial on it (its event then names the fire)."""
+        if not len(self.data.probe):
+            return False
+        self.probed = self.evaluate_epoch(epoch, splits=("probe",)) | {"trigger": fire.evidence()}
+        event = stop(self.probed) if stop else None
+        if event is not None:
+            self.stop_event = event
+            if event["kind"] == "co_pgd_probe" and event.get("step") == self.probed["step"]:  # as `detect` says it
+                self.stop_event = event | {"evidence": f"{event['evidence']}; {fire.evidence()}"}
+        return event is not None
+
+    def evaluate_epoch(self, epoch: int, splits: tuple[str, ...] = ("probe", "val")) -> dict:
+        """PGD evaluation of the probe and validation splits; writes `epochs` and `probes` rows.
+
+        Only the probe split (`splits=("probe",)`) mid-epoch: its row has train_loss null and no
+        `probes` rows (that table holds one row a sample and epoch)."""
         cfg, ev = self.cfg, self.cfg.eval
         lr = lr_at(max(self.step - 1, 0), self.total_steps, cfg.optim.lr, cfg.schedule)
         rows: dict[str, list] = {}
         metrics: dict = {"epoch": epoch, "step": self.step - 1}
+        mid_epoch = "val" not in splits
         for split_name, split in (("probe", self.data.probe), ("val", self.data.val)):
+            if split_name not in splits:
+                continue
             per = evaluate_pgd(self.model, split, cfg.attack.eps, eval_alpha(cfg), ev.pgd_steps, ev.restarts,
                                ev.batch_size, cfg.seed)
             summary = per.summary()
             row = {"epoch": epoch, "step": self.step - 1, "split": split_name, **summary, "lr": lr,
-                   "train_loss": self.epoch_loss, "wall_time": time.time()}
+                   "train_loss": None if mid_epoch else self.epoch_loss, "wall_time": time.time()}
             for k, v in row.items():
                 rows.setdefault(k, []).append(v)
             metrics.update({f"{split_name}_{k}": v for k, v in summary.items()})
-            if split_name == "probe":
+            if split_name == "probe" and not mid_epoch:
                 n = len(per.ids)
                 self.log.write("probes", {
                     "epoch": [epoch] * n, "sample_id": per.ids.numpy(), "label": per.labels.numpy().astype("int16"),
@@ -260,7 +295,8 @@ class Trial:
                     "e_adv_y": per.e_adv_y.numpy(), "correct_nat": per.correct_nat.numpy(),
                     "correct_adv": per.correct_adv.numpy()})
         self.log.write("epochs", rows)
-        metrics["train_loss"] = self.epoch_loss
+        if not mid_epoch:
+            metrics["train_loss"] = self.epoch_loss
         return metrics
 
     # --- the whole trial ------------------------------------------------------------------------
@@ -280,19 +316,24 @@ class Trial:
         for epoch in range(self.epoch, self.cfg.epochs):
             if self.stop_event is not None:  # resumed after a stop: the stop is final
                 break
-            reason = self.train_epoch(epoch, progress)
+            reason = self.train_epoch(epoch, progress, stop)
             if reason:
                 status = "diverged"
                 break
-            metrics = self.evaluate_epoch(epoch)
-            self.epoch = epoch + 1  # before either checkpoint: both hold the epochs done
+            stopped_mid_epoch = self.stop_event is not None
+            if stopped_mid_epoch:  # the probe stopped the trial: val of the model it stopped, as a whole epoch's
+                metrics = self.evaluate_epoch(epoch, splits=("val",)) | self.probed
+            else:
+                metrics = self.evaluate_epoch(epoch)
+            self.epoch = epoch + 1  # before either checkpoint: both hold the epochs done (a stopped one: begun)
             if metrics["val_acc_pgd"] > self.best["acc_pgd"]:
                 self.best = {"acc_pgd": metrics["val_acc_pgd"], "epoch": epoch}
                 self._save(self.checkpoint_dir / "best.pt", weights_only=True)
             # merge the parts the previous checkpoint committed (one epoch behind: never uncommitted parts,
             # so a resume never truncates a merged file); the last epoch's parts merge after the loop
             self.log.compact(self.committed)
-            self.stop_event = stop(metrics) if stop else None
+            if not stopped_mid_epoch:
+                self.stop_event = stop(metrics) if stop else None
             self._save(self.checkpoint_dir / "last.pt")
             self.committed = self.log.seqs()
             if on_epoch:
@@ -338,7 +379,8 @@ class Trial:
     def _state(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
                  "step": self.step, "best": self.best, "telemetry": self.log.seqs(),
-                 "rng_cpu": torch.get_rng_state(), "trial": self.id, "stop_event": self.stop_event}
+                 "rng_cpu": torch.get_rng_state(), "trial": self.id, "stop_event": self.stop_event,
+                 "trigger": self.trigger.state_dict()}
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         if self.sgld is not None:
@@ -365,6 +407,8 @@ class Trial:
             self.opt.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
             self.stop_event = state.get("stop_event")
+            if "trigger" in state:
+                self.trigger.load_state_dict(state["trigger"])
             torch.set_rng_state(state["rng_cpu"])
             if "rng_cuda" in state:
                 torch.cuda.set_rng_state(state["rng_cuda"], self.device)

@@ -28,7 +28,7 @@ from analysis.detectors import detect  # noqa: E402
 from workloads.config import DEFAULT_STOP_ON  # noqa: E402
 
 CORPUS = HERE / "corpus"
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5)}
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5), "outside": (6, 7)}  # as corpus.py
 COLLAPSE_RATIO, COLLAPSE_DROP = 0.5, 0.10
 NEVER_ROBUST_RATIO = 0.5
 RO_GAP = 0.05
@@ -296,7 +296,7 @@ def markdown(board: pl.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
+    ap.add_argument("--split", default="test", choices=["test", "dev", "outside", "all"])
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)

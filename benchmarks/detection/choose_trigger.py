@@ -1,0 +1,88 @@
+"""Choose the energy trigger's signals, k and h on the dev split only (test is never read here).
+
+    python benchmarks/detection/choose_trigger.py [--corpus DIR]
+
+Replays the trigger (workloads/telemetry/trigger.py, through analysis.detectors.trigger) over the
+dev trials' training streams for each setting and counts, by a rule fixed before looking:
+
+- `probes_per_healthy_epoch`: fires per epoch on healthy trials (each fire costs one probe);
+- `in_onset_epoch`: collapsed trials with a fire inside their labelled collapse epoch (the steps where a
+  probe can already see the fall and stop the trial before the epoch's end);
+- `median_fire_epochs`: of those, the median fire step after the onset, in epochs.
+
+The choice: at most 0.5 probes per healthy epoch (the issue's cost bound), then the most collapses
+fired in their onset epoch, then the fewest healthy probes. The corpus has no mid-epoch probes, so
+whether the probe confirms at the fire is measured on the `outside` split, which trains live.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+from scoreboard import CORPUS, labels, load, markdown  # noqa: E402
+
+from analysis.detectors import ordered_batches, trigger  # noqa: E402
+from workloads.telemetry import trigger as defaults  # noqa: E402
+
+SIGNAL_SETS = {"de_y": {"de_y": 0}, "de_y+de_std": {"de_y": 0, "de_std": 1},
+               "de_y+acc_adv": {"de_y": 0, "acc_adv": 1}, "de+de_y+de_std+acc_adv": {"de": 0, "de_y": 0, "de_std": 1,
+                                                                                    "acc_adv": 1}}
+GRID = {"k": (0.5, 1.0, 2.0), "h": (10.0, 20.0, 40.0)}
+MAX_HEALTHY_RATE = 0.5
+
+
+def fires_table(lab: pl.DataFrame, fires: pl.DataFrame) -> dict:
+    """The rule's counts for one setting's fires over the labelled trials `lab`."""
+    t = fires.join(lab.select("trial", "label", "onset_step", "steps_per_epoch", "epochs"), on="trial")
+    healthy = lab.filter(pl.col("label") == "healthy")
+    rate = (t.filter(pl.col("label") == "healthy").height / healthy["epochs"].sum()) if healthy.height else None
+    inside = (t.filter((pl.col("label") == "collapse") & (pl.col("step") >= pl.col("onset_step"))
+                       & (pl.col("step") < pl.col("onset_step") + pl.col("steps_per_epoch")))
+              .group_by("trial").agg(after=((pl.col("step") - pl.col("onset_step")) / pl.col("steps_per_epoch")).min()))
+    n = lab.filter(pl.col("label") == "collapse").height
+    return {"probes_per_healthy_epoch": rate, "in_onset_epoch": inside.height, "collapses": n,
+            "median_fire_epochs": inside["after"].median()}
+
+
+def grid(corpus: Path = CORPUS) -> pl.DataFrame:
+    c = load(corpus)
+    lab = labels(c).filter(pl.col("split") == "dev")
+    batches = ordered_batches(c["batches"].filter(pl.col("trial").is_in(lab["trial"].to_list())),
+                              ["trial", "epoch", "step", "de", "de_y", "de_std", "acc_adv"])
+    rows = []
+    for (name, signals), (k, h) in itertools.product(SIGNAL_SETS.items(), itertools.product(*GRID.values())):
+        fires = trigger(batches, signals=signals, k=k, h=h)
+        rows.append({"signals": name, "k": k, "h": h} | fires_table(lab, fires))
+    return pl.DataFrame(rows)
+
+
+def choose(table: pl.DataFrame) -> dict:
+    ok = table.filter(pl.col("probes_per_healthy_epoch") <= MAX_HEALTHY_RATE)
+    return ok.sort(["in_onset_epoch", "probes_per_healthy_epoch"], descending=[True, False]).row(0, named=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default=str(CORPUS))
+    a = ap.parse_args(argv)
+    table = grid(Path(a.corpus))
+    print(markdown(table))
+    best = choose(table)
+    print(f"\nchoice: {best}")
+    shipped = {"signals": next((n for n, s in SIGNAL_SETS.items() if s == defaults.TRIGGER_SIGNALS), None),
+               "k": defaults.K, "h": defaults.H}
+    same = all(best[k] == v for k, v in shipped.items())
+    print(f"workloads/telemetry/trigger.py defaults {shipped}: {'the choice' if same else 'NOT the choice'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
