@@ -471,7 +471,8 @@ def with_trigger(events: pl.DataFrame, fires: pl.DataFrame) -> pl.DataFrame:
     f = fires.select("trial", pl.col("step").alias("fire_step"), pl.col("evidence").alias("fire")).sort("fire_step")
     ev = events.with_row_index("_row")
     joined = (ev.filter(mid).sort("step")
-              .join_asof(f, left_on="step", right_on="fire_step", by="trial", strategy="backward")
+              .join_asof(f, left_on="step", right_on="fire_step", by="trial", strategy="backward",
+                         check_sortedness=False)  # both sorted by step: sorted within each trial too
               .select("_row", "fire"))
     return (ev.join(joined, on="_row", how="left")
             .with_columns(evidence=pl.when(pl.col("fire").is_not_null())

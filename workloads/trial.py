@@ -28,7 +28,7 @@ from workloads.models import build_model
 from workloads.run_dir import CheckpointError, RunDir, atomic_write
 from workloads.schedule import lr_at
 from workloads.telemetry import EnergyLog
-from workloads.telemetry.trigger import Fire, Trigger
+from workloads.telemetry.trigger import LOOKS_PER_EPOCH, Fire, Trigger
 from workloads.telemetry.writer import TERM_COLUMNS
 
 NATURAL_COST = 0.005  # share of a step the natural-energy forward may take by default (telemetry.natural_every)
@@ -126,6 +126,8 @@ class Trial:
                      if self.method.uses_sgld else None)
         self.steps_per_epoch = num_batches(len(self.data.train), cfg.batch_size, drop_last=False)
         self.total_steps = self.steps_per_epoch * cfg.epochs
+        # steps between flushes, where the trigger looks: flush_every, or less so it looks a few times an epoch
+        self.look_every = max(min(cfg.telemetry.flush_every, self.steps_per_epoch // LOOKS_PER_EPOCH), 1)
         self.epoch, self.step, self.best = 0, 0, {"acc_pgd": -1.0, "epoch": -1}
         self.stop_event: dict | None = None  # the event that stopped the trial (kept in the checkpoint)
         self.trigger = Trigger()  # when the training stream says "look now": a probe mid-epoch
@@ -234,7 +236,9 @@ class Trial:
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
-                if self.log.pending == 0:  # just flushed: one cheap host sync every flush_every steps
+                if self.log.pending and (self.step - end + self.steps_per_epoch) % self.look_every == 0:
+                    self.log.flush()  # a short epoch: flush before flush_every steps, for the trigger
+                if self.log.pending == 0:  # just flushed: one cheap host sync every look_every steps
                     if self.log.diverged():
                         return f"non-finite loss before step {self.step}"
                     if bar is not None:

@@ -10,7 +10,8 @@ early), the harm (best val PGD lost against running the trial to its end: mean a
 share of training steps a stopper on that rule would have saved (all trials; single-step trials
 net of the PGD probes the rule ran, in training-step equivalents), and whether each (eps,
 training-set size) group's best grid point by final val PGD stays the same under stopping.
-A rule "stops" at the end of the epoch of its first event: the stopper decides after each epoch.
+A rule "stops" at the end of the epoch of its first event (the stopper decides after each epoch), or, for
+an event with a step (a probe the energy trigger ran mid-epoch), at that step.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from analysis.detectors import detect  # noqa: E402
+from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
 from workloads.config import DEFAULT_STOP_ON  # noqa: E402
 
 CORPUS = HERE / "corpus"
@@ -92,30 +93,41 @@ def probe_steps() -> pl.Expr:
 
 # Each rule comes with whether it needs the PGD probe (its cost counts against its savings): the free
 # training stream and the val split, which every trial evaluates anyway (best checkpoint, `ro`), cost nothing.
-Rule = tuple[pl.DataFrame, bool]  # (first stop per trial, reads the probe)
+NONE, EPOCH, TRIGGER = "none", "epoch ends", "epoch ends + trigger"  # which PGD probes a rule runs
+Rule = tuple[pl.DataFrame, str]  # (first stop per trial, the probes it runs: NONE, EPOCH or TRIGGER)
 PROBE_KINDS = {"co_pgd_probe", "co_energy"}  # co_energy as a whole: its epoch and probe sources read the probe
 
 
 def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, Rule]:
     """The project's detectors with their defaults, per kind and (co_energy) per source. co_energy's epoch
-    source reads the probe split's dE, its probe source the probe's samples; its batch source is free."""
+    source reads the probe split's dE, its probe source the probe's samples; its batch source is free.
+    `co_pgd_probe` reads every probe the trials ran, the trigger's mid-epoch ones too; "epoch-end probes
+    only" is the rule without the trigger (the corpus's dev and test trials have no mid-epoch probes)."""
     events = detect(c["batches"], c["epochs"], c["probes"])
     events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
     co = pl.col("kind") == "co_energy"
-    return {name: (_first(events.filter(sel)), probe) for name, sel, probe in [
-        ("co_energy (all sources)", co, True),
-        ("co_energy batch", co & (pl.col("source") == "batch"), False),
-        ("co_energy epoch", co & (pl.col("source") == "epoch"), True),
-        ("co_energy probe", co & (pl.col("source") == "probe"), True),
-        ("co_pgd_probe", pl.col("kind") == "co_pgd_probe", True),
-        ("ro", pl.col("kind") == "ro", False),
+    epoch_end = c["epochs"].filter(pl.col("train_loss").is_not_null() | (pl.col("split") != "probe"))
+    return {"co_pgd_probe, epoch-end probes only (no trigger)": (_first(co_pgd_probe(epoch_end)), EPOCH)} | {
+        name: (_first(events.filter(sel)), probe) for name, sel, probe in [
+        ("co_energy (all sources)", co, EPOCH),
+        ("co_energy batch", co & (pl.col("source") == "batch"), NONE),
+        ("co_energy epoch", co & (pl.col("source") == "epoch"), EPOCH),
+        ("co_energy probe", co & (pl.col("source") == "probe"), EPOCH),
+        ("co_pgd_probe", pl.col("kind") == "co_pgd_probe", TRIGGER),
+        ("ro", pl.col("kind") == "ro", NONE),
         (f"default stop_on ({', '.join(DEFAULT_STOP_ON)})", pl.col("kind").is_in(DEFAULT_STOP_ON),
-         bool(PROBE_KINDS & set(DEFAULT_STOP_ON))),
+         TRIGGER if "co_pgd_probe" in DEFAULT_STOP_ON else EPOCH if PROBE_KINDS & set(DEFAULT_STOP_ON) else NONE),
     ]}
 
 
 def _first(events: pl.DataFrame) -> pl.DataFrame:
-    return events.sort("epoch", "step", nulls_last=True).group_by("trial").first().select("trial", "epoch", "step")
+    """Each trial's first stop: (epoch, step) with step null where the stopper acts at the epoch's end. Only a
+    probe the trigger ran mid-epoch (a `co_pgd_probe` event with a step) stops a trial within the epoch; the
+    steps of per-batch events (co_energy's batch source, nan, the per-step baselines) say where the signal
+    moved, but the stopper reads them after the epoch."""
+    within = (pl.col("kind") == "co_pgd_probe") if "kind" in events.columns else pl.lit(False)
+    return (events.sort("epoch", "step", nulls_last=True).group_by("trial").first()
+            .select("trial", "epoch", step=pl.when(within).then(pl.col("step")).cast(pl.Int64)))
 
 
 def wong_probe(probes: pl.DataFrame) -> pl.DataFrame:
@@ -194,51 +206,85 @@ def oracle(lab: pl.DataFrame) -> pl.DataFrame:
             .select("trial", epoch=pl.col("onset").cast(pl.Int32), step=pl.lit(None, pl.Int64)))
 
 
+TRIGGER_H = (40.0, 60.0, 80.0, 120.0, 160.0, 240.0, 320.0, 480.0, 640.0)  # energy-only rule: h to choose from
+
+
+def trigger_rule(batches: pl.DataFrame, h: float) -> pl.DataFrame:
+    """Energy only: stop at the trigger's first fire (its signals and k, a larger h)."""
+    return _first(trigger(batches, h=h))
+
+
+def dev_trigger_h(batches: pl.DataFrame, lab_dev: pl.DataFrame) -> float | None:
+    """The smallest h in TRIGGER_H whose first fire stops no healthy dev trial (most recall)."""
+    healthy = batches.filter(pl.col("trial").is_in(lab_dev.filter(pl.col("label") == "healthy")["trial"].to_list()))
+    return next((h for h in TRIGGER_H if trigger(healthy, h=h).is_empty()), None)
+
+
 def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFrame,
-              free: dict[str, float | None]) -> dict[str, Rule]:
-    """Every rule's stops on the trials of `c`, and whether it reads the probe; `shifts` (epoch_shifts) and
-    the free signals' thresholds."""
-    rules = {"oracle: stop at the labelled onset": (oracle(lab), False), **energy_rules(c)}
+              free: dict[str, float | None], trigger_h: float | None) -> dict[str, Rule]:
+    """Every rule's stops on the trials of `c`, and which probes it runs; `shifts` (epoch_shifts), the free
+    signals' thresholds and the energy-only trigger's h (from dev)."""
+    rules = {"oracle: stop at the labelled onset": (oracle(lab), NONE), **energy_rules(c)}
     for signal, t in free.items():
         if t is not None:
             side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
             rules[f"free: epoch-mean {signal} {side} >= {t:.3g} (threshold from dev)"] = (shift_rule(shifts, signal, t),
-                                                                                          False)
-    rules["baseline: Wong PGD-probe (128, drop 0.2)"] = (wong_probe(c["probes"]), True)
-    rules["baseline: probe PGD relative drop (0.5x best)"] = (relative_probe(c["epochs"]), True)
+                                                                                          NONE)
+    if trigger_h is not None:
+        rules[f"energy only: the trigger's first fire stops (h={trigger_h:g}, from dev)"] = (
+            trigger_rule(c["batches"], trigger_h), NONE)
+    epoch_end = c["epochs"].filter(pl.col("train_loss").is_not_null() | (pl.col("split") != "probe"))
+    rules["baseline: Wong PGD-probe (128, drop 0.2)"] = (wong_probe(c["probes"]), EPOCH)
+    rules["baseline: probe PGD relative drop (0.5x best)"] = (relative_probe(epoch_end), EPOCH)
     # ELLE-A's mean + 2 sd rule, on signals the corpus has (not ELLE's local-linearity error, which it lacks)
-    rules["baseline: mean + 2 sd rule (ELLE-A's) on aae_frac"] = (adaptive(c["batches"], "aae_frac"), False)
-    rules["baseline: mean + 2 sd rule (ELLE-A's) on batch dE(x,y)"] = (adaptive(c["batches"], "de_y"), False)
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on aae_frac"] = (adaptive(c["batches"], "aae_frac"), NONE)
+    rules["baseline: mean + 2 sd rule (ELLE-A's) on batch dE(x,y)"] = (adaptive(c["batches"], "de_y"), NONE)
     return rules
 
 
 # ----------------------------------------------------------------- scoring
 
 
-def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False) -> dict:
+def mid_epoch_probes(epochs: pl.DataFrame) -> pl.DataFrame:
+    """(trial, step) of every probe a trial ran mid-epoch on a trigger fire (train_loss null)."""
+    return epochs.filter((pl.col("split") == "probe") & pl.col("train_loss").is_null()).select("trial", "step")
+
+
+def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probes: pl.DataFrame | None = None) -> dict:
     """The scoreboard row of one rule over the labelled trials `lab`; `probe`: the rule runs the PGD probe
-    after each epoch it trains (its cost is subtracted from the single-step trials' savings)."""
+    after each epoch it trains (its cost is subtracted from the single-step trials' savings); `mid_probes`
+    (trial, step): the probes the trigger ran mid-epoch, counted up to the stop."""
     t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
     stopped = pl.col("stop_epoch").is_not_null()
-    # harm: the best val PGD a stopped trial keeps (its best checkpoint up to the stop) against the full run's
-    harm = t.select(pl.when(stopped).then(pl.col("acc").list.max()
-                                          - pl.col("acc").list.head(pl.col("stop_epoch") + 1).list.max())
-                    .otherwise(0.0)).to_series()
+    mid = pl.col("stop_step").is_not_null()  # stopped mid-epoch, at that step
+    mid_probes = mid_probes if mid_probes is not None else pl.DataFrame(schema={"trial": pl.String, "step": pl.Int64})
+    # the stop as a step: the end of the stop epoch, or the mid-epoch step
+    stop_step = pl.when(mid).then(pl.col("stop_step") + 1).otherwise((pl.col("stop_epoch") + 1) * pl.col("steps_per_epoch"))
+    counted = (t.select("trial", "stop_step", limit=pl.when(stopped).then(stop_step)).join(mid_probes, on="trial")
+               .filter(pl.col("limit").is_null() | (pl.col("step") < pl.col("limit")))
+               .group_by("trial").agg(n_mid=pl.len()))
+    t = t.join(counted, on="trial", how="left").with_columns(pl.col("n_mid").fill_null(0))
+    # harm: the best val PGD a stopped trial keeps (its best checkpoint up to the stop) against the full run's;
+    # stopped mid-epoch, the epochs before it (the corpus has no val of the model at the stop step)
+    kept = pl.col("acc").list.head(pl.when(mid).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)).list.max()
+    harm = t.select(pl.when(stopped).then(pl.col("acc").list.max() - kept.fill_null(0.0)).otherwise(0.0)).to_series()
     bad = t.filter(pl.col("label") != "healthy")
     coll = t.filter(pl.col("label") == "collapse")
     healthy = t.filter(pl.col("label") == "healthy")
     det = coll.filter(stopped)
-    stop_step = (pl.col("stop_epoch") + 1) * pl.col("steps_per_epoch")  # the stopper acts after the epoch
     delay_ep = (det["stop_epoch"] - det["onset"]).median() if det.height else None
     delay_st = (det.select(stop_step - pl.col("onset_step"))).to_series().median() if det.height else None
     total, epochs = pl.col("total_steps"), pl.col("epochs")
     steps_used = pl.when(stopped).then(pl.min_horizontal(stop_step, total)).otherwise(total)
-    probes_run = pl.when(stopped).then(pl.min_horizontal(pl.col("stop_epoch") + 1, epochs)).otherwise(epochs)
+    epoch_end_probes = pl.when(stopped).then(pl.min_horizontal(pl.when(mid).then(pl.col("stop_epoch"))
+                                                               .otherwise(pl.col("stop_epoch") + 1), epochs)).otherwise(epochs)
+    probes_run = epoch_end_probes + pl.col("n_mid")
     used = t.select(steps_used).to_series()
     prone = t.filter(pl.col("method").is_in(SINGLE_STEP))
     used_prone = prone.select(steps_used).to_series()
     probe_cost = prone.select(probes_run * pl.col("probe_steps")).to_series().sum() if probe else 0.0
     net_prone = used_prone.sum() + probe_cost
+    healthy_epochs = healthy["epochs"].sum()
     return {
         "collapses": f"{det.height}/{coll.height}",
         "recall_collapse": det.height / coll.height if coll.height else None,
@@ -251,6 +297,9 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False) -> dict:
         "saved_net_co_prone": 1 - net_prone / prone["total_steps"].sum() if prone.height else None,
         "harm_mean": harm.mean(),
         "harm_worst": harm.max(),
+        "stopped_mid_epoch": f"{det.filter(mid).height}/{det.height}",
+        "probes_per_healthy_epoch": (healthy.select(probes_run).to_series().sum() / healthy_epochs
+                                     if probe and healthy_epochs else 0.0),
         "best_config_kept": best_kept(t),
     }
 
@@ -277,12 +326,15 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
+    trigger_h = dev_trigger_h(c["batches"], dev)
     if split != "all":
         lab = lab.filter(pl.col("split") == split)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
-    rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free)
-    rows = [{"rule": name, "reads_probe": probe} | score(lab, stops, probe) for name, (stops, probe) in rules.items()]
+    rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
+    mid = mid_epoch_probes(c["epochs"])
+    rows = [{"rule": name, "reads_probe": probe != NONE, "probes": probe}
+            | score(lab, stops, probe != NONE, mid if probe == TRIGGER else None) for name, (stops, probe) in rules.items()]
     return lab, pl.DataFrame(rows)
 
 

@@ -13,11 +13,12 @@ datasets and eps. k, h and the signals were chosen on the dev split of the detec
 (benchmarks/detection/trigger.py, docs/detection.md).
 
 The trial feeds each flushed block of rows (`update`), so a fire is acted on at the flush after its
-step; `analysis.detectors.trigger` replays the same class over the `batches` table, so the offline
+step (every `telemetry.flush_every` steps, and at least LOOKS_PER_EPOCH times an epoch); `analysis.detectors.trigger` replays the same class over the `batches` table, so the offline
 events are the online ones.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,8 @@ TRIGGER_SIGNALS: dict[str, int] = {"de_y": 0, "acc_adv": 1}
 K = 0.5  # drift allowance, in robust sd a step
 H = 40.0  # evidence to fire, in robust sd
 WARMUP = 1  # epochs seen before the trigger is armed (its first reference)
+LOOKS_PER_EPOCH = 4  # the trial flushes (and the trigger reads) at least this often an epoch, so that a fire can
+# be acted on within the epoch even when an epoch is shorter than `telemetry.flush_every` steps
 MIN_VALUES = 5  # an epoch with fewer values of a signal keeps the older reference
 
 
@@ -85,10 +88,10 @@ class Trigger:
                 self.epoch = epoch
             top = None
             for s, side in self.signals.items():
-                x = values[s][i] if s in values else np.nan
-                if not np.isfinite(x):
+                x = float(values[s][i]) if s in values else math.nan  # Python floats: the checkpoint loads them
+                if not math.isfinite(x):
                     continue
-                self.current.setdefault(s, []).append(float(x))
+                self.current.setdefault(s, []).append(x)
                 if self.seen < self.warmup or s not in self.reference:
                     continue
                 m, sd = self.reference[s]
