@@ -632,6 +632,8 @@ def detect(
         parts += [co_pgd_probe(epochs), ro(epochs)]
     if batches is not None:
         parts.append(nan(batches))
-        fires = trigger(batches)  # not events of their own: a fire only runs the probe
-        parts = [with_trigger(p, fires) for p in parts]
+        mid = pl.concat(parts).filter((pl.col("kind") == "co_pgd_probe") & pl.col("step").is_not_null())
+        if not mid.is_empty():  # name the fire that ran each such probe; fires are not events of their own
+            fires = trigger(batches.filter(pl.col("trial").is_in(mid["trial"].unique().to_list())))
+            parts = [with_trigger(p, fires) for p in parts]
     return _concat(parts)

@@ -19,7 +19,8 @@ _KEYS: list[Column] = [
     ("trial", pa.string(), "trial id (also the name of the trial's folder in each table)"),
     ("method", pa.string(), "registered AT method name"),
     ("epoch", pa.int32(), "0-based epoch"),
-    ("step", pa.int64(), "0-based global optimiser step (epoch tables: the last step of the epoch)"),
+    ("step", pa.int64(), "0-based global optimiser step (epoch tables: the last step of the epoch, or the step of "
+                         "a probe the energy trigger ran mid-epoch)"),
 ]
 
 _ENERGIES: list[Column] = [
@@ -53,7 +54,8 @@ EPOCHS: list[Column] = _KEYS + [
     ("acc_pgd", pa.float32(), "accuracy under the evaluation PGD attack (the classic CO rule reads split='probe')"),
     *_ENERGIES,
     ("lr", pa.float32(), "learning rate at the end of the epoch"),
-    ("train_loss", pa.float32(), "mean training loss over the epoch's steps"),
+    ("train_loss", pa.float32(), "mean training loss over the epoch's steps; null on a probe row the energy trigger "
+                                 "ran mid-epoch (workloads/telemetry/trigger.py)"),
     ("wall_time", pa.float64(), "host UNIX time at the end of the evaluation"),
 ]
 

@@ -1,0 +1,77 @@
+"""The default stop rule was frozen in a commit before the `outside` trials that score it were trained.
+
+Reads the repository's history: the frozen commit is an ancestor of HEAD, the rule's numbers (the trigger's
+constants, co_pgd_probe's thresholds, DEFAULT_STOP_ON) are the same now as there, and every commit whose
+corpus holds `outside` trials comes after it. A checkout without that history (a shallow clone) skips.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FROZEN = "d927909fd833706d07ff4000c00cba6512354a62"  # docs/detection.md "The energy trigger": frozen before the outside split was trained
+TRIALS = "benchmarks/detection/corpus/trials.parquet"
+
+
+def git(*args: str, binary: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=not binary)
+
+
+@pytest.fixture(scope="module")
+def frozen() -> str:
+    found = git("rev-parse", "--verify", "--quiet", f"{FROZEN}^{{commit}}")
+    if found.returncode:
+        pytest.skip(f"commit {FROZEN} is not in this checkout's history (a shallow clone?)")
+    return found.stdout.strip()
+
+
+def constants(source: str, names: set[str]) -> dict:
+    """Module-level `NAME = literal` values of `source`."""
+    out = {}
+    for node in ast.parse(source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and target.id in names and node.value is not None:
+            out[target.id] = ast.literal_eval(node.value)
+    return out
+
+
+def defaults(source: str, function: str) -> dict:
+    """Keyword defaults of a module-level function of `source`."""
+    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == function)
+    return {a.arg: ast.literal_eval(d) for a, d in zip(fn.args.kwonlyargs, fn.args.kw_defaults) if d is not None}
+
+
+def at(commit: str, path: str) -> str:
+    return git("show", f"{commit}:{path}").stdout
+
+
+def test_the_frozen_commit_is_an_ancestor_and_the_rule_is_unchanged_since(frozen: str) -> None:
+    assert git("merge-base", "--is-ancestor", frozen, "HEAD").returncode == 0
+    trigger = {"TRIGGER_SIGNALS", "K", "H", "WARMUP", "LOOKS_PER_EPOCH", "MIN_VALUES"}
+    then = constants(at(frozen, "workloads/telemetry/trigger.py"), trigger)
+    assert set(then) == trigger
+    assert then == constants((ROOT / "workloads/telemetry/trigger.py").read_text(), trigger)
+    assert defaults(at(frozen, "analysis/detectors.py"), "co_pgd_probe") == \
+        defaults((ROOT / "analysis/detectors.py").read_text(), "co_pgd_probe")
+    stop_on = {"DEFAULT_STOP_ON"}
+    assert constants(at(frozen, "workloads/config.py"), stop_on) == \
+        constants((ROOT / "workloads/config.py").read_text(), stop_on)
+
+
+def test_outside_trials_enter_the_corpus_only_after_the_freeze(frozen: str) -> None:
+    commits = git("log", "--format=%H", "--", TRIALS).stdout.split()
+    assert commits
+    with_outside = []
+    for commit in commits:
+        blob = git("show", f"{commit}:{TRIALS}", binary=True).stdout
+        if blob and (pl.read_parquet(io.BytesIO(blob)).get_column("split") == "outside").any():
+            with_outside.append(commit)
+    for commit in with_outside:
+        assert git("merge-base", "--is-ancestor", frozen, commit).returncode == 0, commit
+        assert commit != frozen
