@@ -287,6 +287,7 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     healthy_epochs = healthy["epochs"].sum()
     return {
         "collapses": f"{det.height}/{coll.height}",
+        "in_window": f"{det.filter((pl.col('stop_epoch') >= pl.col('onset') - 2) & (pl.col('stop_epoch') <= pl.col('onset') + 1)).height}/{coll.height}",
         "recall_collapse": det.height / coll.height if coll.height else None,
         "bad_stopped": f"{bad.filter(stopped).height}/{bad.height}",
         "false_stops": f"{healthy.filter(stopped).height}/{healthy.height}",
@@ -300,6 +301,7 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
         "stopped_mid_epoch": f"{det.filter(mid).height}/{det.height}",
         "probes_per_healthy_epoch": (healthy.select(probes_run).to_series().sum() / healthy_epochs
                                      if probe and healthy_epochs else 0.0),
+        "triggered_per_healthy_epoch": healthy["n_mid"].sum() / healthy_epochs if healthy_epochs else 0.0,
         "best_config_kept": best_kept(t),
     }
 
