@@ -39,9 +39,14 @@ def test_wong_probe_fires_on_a_drop_above_point_two_of_one_batch() -> None:
 
 
 def test_adaptive_rule_fires_above_mean_plus_two_sd_of_the_past() -> None:
-    values = [0.1, 0.2] * 15 + [0.26, 0.5]  # mean 0.15, sd 0.05: 0.26 > 0.25 fires at step 30
-    frame = pl.DataFrame({"trial": "a", "epoch": 0, "step": range(len(values)), "aae_frac": values})
-    assert scoreboard.adaptive(frame, "aae_frac").rows() == [("a", 0, 30)]
+    def stops(last: list[float]) -> list[tuple]:
+        values = [0.1, 0.2] * 15 + last  # epoch 0, then epoch 1: mean 0.15, sd 0.05 before step 30
+        frame = pl.DataFrame({"trial": "a", "epoch": [0] * 30 + [1] * len(last), "step": range(len(values)),
+                              "aae_frac": values})
+        return scoreboard.adaptive(frame, "aae_frac").rows()
+
+    assert stops([0.26, 0.1]) == [("a", 1, None)]  # 0.26 > 0.25: a stop after epoch 1 (the stopper acts then)
+    assert stops([0.24, 0.1]) == []
 
 
 def test_scoreboard_runs_on_the_committed_corpus() -> None:
