@@ -51,7 +51,7 @@ def test_adaptive_rule_fires_above_mean_plus_two_sd_of_the_past() -> None:
 
 def test_scoreboard_runs_on_the_committed_corpus() -> None:
     lab, board = scoreboard.scoreboard("all")
-    assert lab.height >= 15 and set(lab["split"]) <= {"dev", "test"}
+    assert lab.height >= 15 and set(lab["split"]) <= {"dev", "test", "outside"}
     assert set(lab["label"]) <= {"collapse", "never_robust", "robust_overfitting", "healthy"}
     assert lab.filter(pl.col("label") == "collapse")["onset"].min() >= 1
     n_collapse = (lab["label"] == "collapse").sum()
