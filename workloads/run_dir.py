@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from workloads.errors import ConfigError
+
 # result.json `status`: `running` while the trial trains, then how it ended. One success rule for every
 # command's exit status and every tracker: it ran to a recorded end (a diverged trial is a result of its config);
 # `failed` means it raised, `stopped` that a detector or Tune's scheduler ended it early.
@@ -126,7 +128,6 @@ class RunDir:
 
     def create(self, field: str = "out") -> "RunDir":
         """Make the directory, or raise ConfigError(field, ...) saying why it cannot be written."""
-        from workloads.config import ConfigError
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,6 @@ class RunDir:
     def lock(self, path: str | os.PathLike | None = None) -> Iterator[None]:
         """Hold `<path or root>/.lock` for this process (flock: released when the process dies);
         ConfigError('out', ...) naming the holder if another live process has it."""
-        from workloads.config import ConfigError
 
         folder = Path(path) if path is not None else self.root
         folder.mkdir(parents=True, exist_ok=True)
