@@ -103,6 +103,8 @@ class TrialConfig:
     threads: int | None = None  # torch CPU threads; None: torch's default
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
+    # where a re-run starts: last (last.pt), best (best.pt: the epochs after it again), scratch; logs follow
+    resume: str = "last"
     # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
     # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
@@ -110,11 +112,12 @@ class TrialConfig:
 
 
 # keys that do not change what a trial computes
-RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking")
+RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking", "resume")
 # tracker name -> the modules it imports (the first is the tracker's own library); `energy-at[<name>]` installs them
 TRACKERS: dict[str, tuple[str, ...]] = {"mlflow": ("mlflow", "sqlalchemy", "alembic"),
                                         "tensorboard": ("tensorboardX",), "wandb": ("wandb",)}
 PRECISIONS = ("fp32", "bf16")
+RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -370,6 +373,7 @@ def validate(cfg: TrialConfig) -> None:
         choice("stop_on", kind, EVENT_KINDS)
     check_trackers(cfg.tracking)
     choice("precision", cfg.precision, PRECISIONS)
+    choice("resume", cfg.resume, RESUME)
     if cfg.compile is not None:
         choice("compile", cfg.compile, COMPILE_MODES)
         if cfg.compile in CUDA_GRAPH_MODES and cfg.device == "cpu":
