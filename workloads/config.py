@@ -271,6 +271,13 @@ def trial_id(cfg: TrialConfig) -> str:
     return old if not started(new) and started(old) else new
 
 
+def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
+    """ConfigError(field_name, ...) for a kind that is no stoppable detector (`events.kind`)."""
+    for kind in kinds:
+        if kind not in EVENT_KINDS:
+            raise ConfigError(field_name, f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
+
+
 def check_trackers(names: list[str], field_name: str = "tracking") -> None:
     """ConfigError(field_name, ...) for an unknown tracker or one whose library is not installed."""
     import importlib.util
@@ -369,8 +376,7 @@ def validate(cfg: TrialConfig) -> None:
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
-    for kind in cfg.stop_on:
-        choice("stop_on", kind, EVENT_KINDS)
+    check_stop_on(cfg.stop_on)
     check_trackers(cfg.tracking)
     choice("precision", cfg.precision, PRECISIONS)
     choice("resume", cfg.resume, RESUME)
