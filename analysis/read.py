@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workloads.run_dir import LEGACY_PREFIX
+from workloads.run_dir import LEGACY_PREFIX, RunDir
 from workloads.telemetry.schema import TABLES, arrow_schema
 from workloads.telemetry.writer import part_range, visible_parts
 
@@ -189,12 +189,14 @@ class SweepLogs:
         `result.test_acc_pgd`, `result.best_val_acc_pgd`; null where a trial has none)."""
         rows: list[dict] = []
         for d in self.dirs:
-            for tdir in sorted((d / "trials").glob("trial=*")):
+            run_dir = RunDir(d)
+            for tdir in run_dir.trials():
                 if not tdir.is_dir() or _hidden(tdir, d):
                     continue
-                config = _read_json(tdir / "config.json", self)
-                result = _read_json(tdir / "result.json", self)
-                row = {"trial": tdir.name.split("=", 1)[1], "sweep": str(d)}
+                tid = tdir.name.split("=", 1)[1]
+                config = _read_json(run_dir.config_file(tid), self)
+                result = _read_json(run_dir.result_file(tid), self)
+                row = {"trial": tid, "sweep": str(d)}
                 row |= {k: result.get(k) for k in RESULT_KEYS}
                 row["has_config"] = bool(config)
                 row |= {k: v for k, v in config.items() if k not in row}

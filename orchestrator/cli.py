@@ -287,6 +287,8 @@ def finish(plan) -> int:
            else [p.name.removeprefix("trial=") for p in run_dir.trials()])  # a search picked them
     table, bad = runner.outcomes((tid, run_dir.read_result(tid)) for tid in ids)
     print(table)
+    if run_dir.tune().exists():  # Tune's own hint above names its temporary staging folder, not where the logs stay
+        print(f"Tune's logs (TensorBoard): tensorboard --logdir {run_dir.tune()}")
     rc = commands.report([str(plan.dir)]) if plan.settings.report else 0
     if bad:
         print(f"energy-at sweep: {len(bad)} of {len(ids)} trials did not succeed: {', '.join(bad)} "

@@ -47,29 +47,29 @@ def _read_json(path: Path) -> dict | None:
 
 
 def tune_trials(sweep_dir: Path) -> dict[str, dict]:
-    """{trial id: {"tune": PENDING|RUNNING|PAUSED|TERMINATED|ERROR, "failures", "error"}} from Tune's state."""
-    states = sorted((sweep_dir / "tune").glob("*/experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
+    """{trial id: {"tune": PENDING|RUNNING|PAUSED|TERMINATED|ERROR, "failures", "error"}} from Tune's state,
+    read through Tune's public `ExperimentAnalysis` (the sweep's experiment under `<out>/tune`)."""
+    tune = RunDir(sweep_dir).tune()
+    experiments = sorted((d for d in tune.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime) if tune.is_dir() else []
+    if not experiments:
         return {}
-    data = _read_json(states[-1]) or {}
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(str(experiments[-1])).trials
+    except Exception:  # no experiment state yet, or one from another Ray version: status reads result.json alone
+        return {}
     out: dict[str, dict] = {}
-    for entry in data.get("trial_data", []):
-        try:
-            trial, runtime = json.loads(entry[0]), json.loads(entry[1])
-        except (ValueError, TypeError, IndexError):
-            continue
-        name = trial.get("custom_dirname") or trial.get("relative_logdir") or trial.get("trial_id")
-        info = {"tune": trial.get("status"), "failures": runtime.get("num_failures", 0), "error": None}
-        if trial.get("status") == "ERROR":
-            info["error"] = _error_line(states[-1].parent / str(trial.get("relative_logdir") or name),
-                                        runtime.get("error_filename"))
-        out[str(name)] = info
+    for trial in trials:
+        name = str(trial.custom_dirname or trial.trial_id)
+        error = _error_line(Path(trial.path)) if trial.status == "ERROR" and trial.path else None
+        out[name] = {"tune": trial.status, "failures": trial.num_failures, "error": error}
     return out
 
 
-def _error_line(trial_dir: Path, filename: str | None) -> str | None:
+def _error_line(trial_dir: Path) -> str | None:
     """The last line of Tune's error file (the exception), if there is one."""
-    for path in ([trial_dir / filename] if filename else []) + [trial_dir / "error.txt"]:
+    for path in [trial_dir / "error.txt"]:
         try:
             lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
@@ -89,7 +89,7 @@ def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
     from cluster.slurm import job_state, read_job
 
     job = read_job(RunDir(sweep_dir).slurm())
-    records = [r for p in sorted((sweep_dir / "slurm" / "jobs").glob("*.json")) if (r := _read_json(p))]
+    records = [r for p in sorted(RunDir(sweep_dir).slurm("jobs").glob("*.json")) if (r := _read_json(p))]
     if records:
         job = {"kind": "multirun", "job_ids": [r["job_id"] for r in records],
                "array_job_ids": sorted({r.get("array_job_id") or r["job_id"] for r in records}),
@@ -163,16 +163,17 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
 
     planned = {t["trial"]: t.get("epochs") for t in (job or {}).get("trials", []) if isinstance(t, dict)}
     tune = tune_trials(sweep_dir)
-    written = {p.name.split("=", 1)[1] for p in (sweep_dir / "trials").glob("trial=*") if p.is_dir()}
+    run_dir = RunDir(sweep_dir)
+    written = {p.name.split("=", 1)[1] for p in run_dir.trials() if p.is_dir()}
     job_over = bool(jobs) and not any(is_active(j.get("state")) for j in jobs)
     multirun_state = {str(j["job_id"]): j.get("state") for j in jobs}
     # without a Slurm job: is a local sweep driver still alive? (`energy-at sweep` holds <sweep_dir>/.lock)
-    driver, driver_holder = (None, None) if jobs else lock_state(sweep_dir / ".lock")
+    driver, driver_holder = (None, None) if jobs else lock_state(run_dir.lock_file())
     rows = []
     for tid in sorted(set(planned) | set(tune) | written):
-        tdir = sweep_dir / "trials" / f"trial={tid}"
-        config = _read_json(tdir / "config.json") or {}
-        result = _read_json(tdir / "result.json") or {}
+        tdir = run_dir.trial(tid)
+        config = run_dir.read_config(tid) or {}
+        result = run_dir.read_result(tid) or {}
         t = tune.get(tid, {})
         status, reason = result.get("status"), result.get("reason")
         if t.get("tune") == "ERROR":
@@ -218,7 +219,7 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
 def _process_gone(trial_dir: Path, driver: str | None, driver_holder: str | None) -> tuple[bool, str | None]:
     """(whether nobody runs the trial any more, the last holder): its own lock (energy-at train, train -m)
     or, for a trial of a local sweep, the sweep driver's. No lock at all: not known, taken as running."""
-    state, holder = lock_state(trial_dir / ".lock")
+    state, holder = lock_state(RunDir(trial_dir).lock_file())
     if state == "held" or driver == "held":
         return False, None
     if state == "free" or driver == "free":
@@ -253,7 +254,8 @@ def status(argv: list[str], *, max_refreshes: int | None = None, sleep=time.slee
     if isinstance(args, int):
         return args
     d = Path(args.sweep_dir).resolve()
-    if not any((d / sub).exists() for sub in ("trials", "tune", "slurm/job.json")):
+    rd = RunDir(d)
+    if not (rd.trials() or rd.tune().exists() or (rd.slurm() / "job.json").exists()):
         return _fail("status", f"{args.sweep_dir}: not a sweep directory (no trials/, tune/ or slurm/job.json)")
     if args.watch is None:
         print(render(d, args.json))

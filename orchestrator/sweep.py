@@ -19,10 +19,9 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.search import SEARCHES, SearchPlan
 from orchestrator.space import axes, expand
-from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_trackers, flatten, legacy_trial_id,
-                              trial_id)
+from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_stop_on, check_trackers, flatten,
+                              legacy_trial_id, trial_id)
 from workloads.run_dir import RunDir
-from workloads.telemetry.schema import EVENT_KINDS
 
 # the trial fields a sweep sets for every trial itself (`sweep.out`, `sweep.stop_on`, `sweep.tracking`, ids)
 SWEEP_SETS = ("out", "stop_on", "tracking", "trial_id")
@@ -357,9 +356,7 @@ def _validate_settings(config: SweepConfig) -> None:
 
         if importlib.util.find_spec("optuna") is None:
             raise ConfigError("sweep.search", "optuna is not installed: pip install 'energy-at[optuna]'")
-    for kind in s.stop_on:
-        if kind not in EVENT_KINDS:
-            raise ConfigError("sweep.stop_on", f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
+    check_stop_on(list(s.stop_on), "sweep.stop_on")
     if s.resources.cpus <= 0 or s.resources.gpus < 0:
         raise ConfigError("sweep.resources", "cpus must be > 0 and gpus >= 0")
     if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):

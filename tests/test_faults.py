@@ -3,11 +3,15 @@ a disk that fills during a run (a real small tmpfs), and a truncated `last.pt`."
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
+import torch
 
 from analysis.read import SweepLogs
 
@@ -59,8 +63,34 @@ def test_a_truncated_checkpoint_ends_in_one_line_and_deleting_it_restarts_cleanl
     err = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(err) == 1, r.stderr[-3000:]
     assert err[0].startswith(f"energy-at train: error: {last} is unreadable (")
-    assert "delete it to train the trial again from scratch" in err[0]
+    assert "resume=scratch to train the trial again" in err[0]
     last.unlink()
     r = train(tmp_path, "epochs=1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert steps_once(tmp_path) == list(range(8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resume", ["best", "scratch"])
+def test_after_a_truncated_checkpoint_the_user_restarts_from_best_or_from_scratch(tmp_path, resume) -> None:
+    """`resume=best` trains again from best.pt (the epochs after it, their log rows replaced); `resume=scratch`
+    from the start; either way every step is logged once and the trial ends finished."""
+    assert train(tmp_path, "epochs=3").returncode == 0
+    (last,) = tmp_path.glob("checkpoints/*/last.pt")
+    state = torch.load(last.parent / "best.pt", weights_only=True)
+    best = 1  # as if the model after epoch 1 had been the best: 2 epochs to train again
+    torch.save({"model": state["model"], "epoch": best}, last.parent / "best.pt")
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    err = train(tmp_path, "epochs=3").stderr.strip().splitlines()
+    assert len(err) == 1 and "resume=best to restart from best.pt, or resume=scratch" in err[0], err
+    r = train(tmp_path, "epochs=3", f"resume={resume}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    start = best if resume == "best" else 0
+    assert (f"resuming at epoch {start + 1}" in r.stdout) == (resume == "best"), r.stdout
+    trained = [int(m[1]) for m in re.finditer(r"^trial \S+ epoch (\d+)/3 ", r.stdout, re.M)]
+    assert trained == list(range(start + 1, 4))  # the epochs after the checkpoint it restarted from
+    assert steps_once(tmp_path) == list(range(24))  # 3 epochs x 8 batches, each step once
+    epochs = pl.read_parquet(tmp_path / "epochs" / "*" / "*.parquet")
+    assert epochs.group_by("epoch", "split").len()["len"].max() == 1
+    result = json.loads(next(tmp_path.glob("trials/*/result.json")).read_text())
+    assert result["status"] == "finished" and result["epochs_done"] == 3

@@ -326,6 +326,13 @@ def test_energy_at_train_with_mlflow_and_tensorboard(tmp_path):
     assert run["metrics.test_acc_pgd"] == pytest.approx(result["test_acc_pgd"])
     same(mlflow_history(run.run_id, "val_acc_pgd", RunDir(out).mlflow_uri()), curve)
     assert [s for s, _ in mlflow_history(run.run_id, "batch/de", RunDir(out).mlflow_uri())] == list(range(8))
+    # the trial's config and result as artifacts, equal to the files under <out>
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=RunDir(out).mlflow_uri())
+    assert sorted(a.path for a in client.list_artifacts(run.run_id)) == ["config.json", "result.json"]
+    for name in ("config.json", "result.json"):
+        copy = Path(client.download_artifacts(run.run_id, name, str(tmp_path)))
+        assert json.loads(copy.read_text()) == json.loads((RunDir(out).trial(tid) / name).read_text())
     acc = tensorboard(RunDir(out).tensorboard(tid))
     same([(e.step, e.value) for e in acc.Scalars("val_acc_pgd")], curve)
     assert tb_text(acc, "stop").startswith(f"status: {result['status']}")

@@ -17,21 +17,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, NoReturn
 
+from workloads.attacks import ATTACKS, MULTI_STEP, SINGLE_STEP, default_alpha, multi_step_alpha
+from workloads.data import DATASETS
+from workloads.errors import ConfigError
+from workloads.methods import METHODS, get_method, read_fields
+from workloads.methods.registry import MethodConfig
+from workloads.models import MODELS
+from workloads.run_dir import RunDir
+from workloads.schedule import SCHEDULES, ScheduleConfig
+from workloads.telemetry.schema import EVENT_KINDS
+
 
 DEFAULT_STOP_ON = ("co_pgd_probe", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise; chosen on the detection corpus's dev split (docs/detection.md)
-
-
-@dataclass
-class MethodConfig:
-    name: str = "fgsm"
-    beta: float = 6.0  # TRADES/WEAT/MART trade-off; DER's regulariser weight
-    gamma: float = 0.0  # DER hinge margin
-    base: str = "rs_fgsm"  # DER's inner attack: a single-step attack (AAE-gated) or pgd (every sample)
-    sgld_steps: int = 20  # JEAT: SGLD steps per batch (JEM default)
-    sgld_step_size: float = 1.0
-    sgld_noise: float = 0.01
-    buffer_size: int = 10000  # JEAT replay buffer
-    reinit: float = 0.05  # JEAT: probability to restart a buffer chain from U(0,1)
 
 
 @dataclass
@@ -67,15 +64,6 @@ class OptimConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False  # sgd
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "constant"  # constant | piecewise | cyclic | onecycle
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # piecewise: fractions of training
-    factor: float = 0.1  # piecewise: lr multiplier at each milestone
-    peak: float = 0.4  # cyclic: fraction of training at the peak
-    pct_start: float = 0.25  # onecycle: warm-up fraction
 
 
 @dataclass
@@ -115,6 +103,8 @@ class TrialConfig:
     threads: int | None = None  # torch CPU threads; None: torch's default
     out: str = "runs/default"  # sweep directory: tables, checkpoints and configs of every trial in it
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
+    # where a re-run starts: last (last.pt), best (best.pt: the epochs after it again), scratch; logs follow
+    resume: str = "last"
     # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
     # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
@@ -122,25 +112,15 @@ class TrialConfig:
 
 
 # keys that do not change what a trial computes
-RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking")
+RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking", "resume")
 # tracker name -> the modules it imports (the first is the tracker's own library); `energy-at[<name>]` installs them
 TRACKERS: dict[str, tuple[str, ...]] = {"mlflow": ("mlflow", "sqlalchemy", "alembic"),
                                         "tensorboard": ("tensorboardX",), "wandb": ("wandb",)}
 PRECISIONS = ("fp32", "bf16")
+RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-class ConfigError(ValueError):
-    """A bad config value; `str()` is one line naming the field and the fix."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field, self.message = field_name, message
-
-    def __reduce__(self):  # a submitit job hands its exception back pickled
-        return type(self), (self.field, self.message)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -235,17 +215,12 @@ def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
 
 def attack_alpha(cfg: TrialConfig) -> float:
     """The training attack's step size: `attack.alpha`, or the default of the attack the method runs."""
-    from workloads.attacks import default_alpha
-    from workloads.methods import get_method
-
     attack = get_method(cfg.method.name).attack_name(cfg.method, cfg.attack.name)
     return cfg.attack.alpha or default_alpha(attack, cfg.attack.eps, cfg.attack.steps)
 
 
 def eval_alpha(cfg: TrialConfig) -> float:
     """The per-epoch evaluation's PGD step size: `eval.pgd_alpha`, or the multi-step default."""
-    from workloads.attacks import multi_step_alpha
-
     return cfg.eval.pgd_alpha or multi_step_alpha(cfg.attack.eps, cfg.eval.pgd_steps)
 
 
@@ -256,9 +231,6 @@ def _moved_alphas(cfg: TrialConfig, flat: dict[str, Any]) -> dict[str, Any]:
     same below 10 steps only. A step size that moved is hashed as its value, so exactly the trials that
     compute something else get new ids; the others hash `null` as before.
     """
-    from workloads.attacks import MULTI_STEP
-    from workloads.methods import get_method
-
     old = cfg.attack.eps / 4
     method = get_method(cfg.method.name)
     multi_step = method.adversarial and method.attack_name(cfg.method, cfg.attack.name) in MULTI_STEP
@@ -292,14 +264,18 @@ def trial_id(cfg: TrialConfig) -> str:
     """
     if cfg.trial_id:
         return cfg.trial_id
-    from workloads.methods import read_fields
-    from workloads.run_dir import RunDir
-
     hashed = _moved_alphas(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY})
     new = _hashed_id(cfg, read_fields(hashed))
     run_dir, old = RunDir(cfg.out), legacy_trial_id(cfg)
     started = lambda tid: run_dir.trial(tid).is_dir() or run_dir.checkpoints(tid).is_dir()  # noqa: E731
     return old if not started(new) and started(old) else new
+
+
+def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
+    """ConfigError(field_name, ...) for a kind that is no stoppable detector (`events.kind`)."""
+    for kind in kinds:
+        if kind not in EVENT_KINDS:
+            raise ConfigError(field_name, f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
 
 
 def check_trackers(names: list[str], field_name: str = "tracking") -> None:
@@ -337,12 +313,6 @@ def check_sizes(data: DataConfig, sizes: tuple[int, int]) -> None:
 
 def validate(cfg: TrialConfig) -> None:
     """Raise ConfigError for the first bad value, before any work starts."""
-    from workloads.attacks import ATTACKS, SINGLE_STEP
-    from workloads.data import DATASETS
-    from workloads.methods import METHODS
-    from workloads.models import MODELS
-    from workloads.schedule import SCHEDULES
-
     def choice(name: str, value: Any, allowed) -> None:
         if value not in allowed:
             raise ConfigError(name, f"unknown value {value!r}; allowed: {', '.join(sorted(allowed))}")
@@ -406,12 +376,10 @@ def validate(cfg: TrialConfig) -> None:
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
-    from workloads.telemetry.schema import EVENT_KINDS
-
-    for kind in cfg.stop_on:
-        choice("stop_on", kind, EVENT_KINDS)
+    check_stop_on(cfg.stop_on)
     check_trackers(cfg.tracking)
     choice("precision", cfg.precision, PRECISIONS)
+    choice("resume", cfg.resume, RESUME)
     if cfg.compile is not None:
         choice("compile", cfg.compile, COMPILE_MODES)
         if cfg.compile in CUDA_GRAPH_MODES and cfg.device == "cpu":

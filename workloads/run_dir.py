@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from workloads.errors import ConfigError
+
 # result.json `status`: `running` while the trial trains, then how it ended. One success rule for every
 # command's exit status and every tracker: it ran to a recorded end (a diverged trial is a result of its config);
 # `failed` means it raised, `stopped` that a detector or Tune's scheduler ended it early.
@@ -126,7 +128,6 @@ class RunDir:
 
     def create(self, field: str = "out") -> "RunDir":
         """Make the directory, or raise ConfigError(field, ...) saying why it cannot be written."""
-        from workloads.config import ConfigError
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -138,15 +139,18 @@ class RunDir:
                               f"write, e.g. {field}=runs/NAME") from None
         return self
 
+    def lock_file(self, folder: str | os.PathLike | None = None) -> Path:
+        """The lock `lock(folder)` holds: `<folder or root>/.lock`."""
+        return (Path(folder) if folder is not None else self.root) / ".lock"
+
     @contextlib.contextmanager
     def lock(self, path: str | os.PathLike | None = None) -> Iterator[None]:
         """Hold `<path or root>/.lock` for this process (flock: released when the process dies);
         ConfigError('out', ...) naming the holder if another live process has it."""
-        from workloads.config import ConfigError
 
         folder = Path(path) if path is not None else self.root
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.lock_file(folder), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,6 +186,29 @@ class RunDir:
     def checkpoints(self, trial: str) -> Path:
         return self.root / "checkpoints" / f"trial={trial}"
 
+    def checkpoint(self, trial: str, which: str) -> Path:
+        """`which` (last, best) .pt of the trial."""
+        return self.checkpoints(trial) / f"{which}.pt"
+
+    def config_file(self, trial: str) -> Path:
+        return self.trial(trial) / "config.json"
+
+    def result_file(self, trial: str) -> Path:
+        return self.trial(trial) / "result.json"
+
+    def checkpointed(self) -> list[str]:
+        """Ids of the trials with a checkpoints folder."""
+        return sorted(d.name.split("=", 1)[1] for d in (self.root / "checkpoints").glob("trial=*") if d.is_dir())
+
+    @staticmethod
+    def of_trial_folder(folder: str | os.PathLike) -> tuple[RunDir, str] | None:
+        """(the run dir, the trial id) of a trial's folder (`<out>/trials/trial=<id>` or
+        `<out>/checkpoints/trial=<id>`), or None for any other path."""
+        folder = Path(folder)
+        if folder.name.startswith("trial=") and folder.parent.name in ("checkpoints", "trials"):
+            return RunDir(folder.parent.parent), folder.name.split("=", 1)[1]
+        return None
+
     def slurm(self, *parts: str) -> Path:
         return self.root.joinpath("slurm", *parts)
 
@@ -213,13 +240,13 @@ class RunDir:
 
     # --- a trial's config and result --------------------------------------------------------------
     def read_config(self, trial: str) -> dict | None:
-        return read_json(self.trial(trial) / "config.json")
+        return read_json(self.config_file(trial))
 
     def write_config(self, trial: str, config: dict) -> None:
-        write_json(self.trial(trial) / "config.json", config)
+        write_json(self.config_file(trial), config)
 
     def read_result(self, trial: str) -> dict | None:
-        return read_json(self.trial(trial) / "result.json")
+        return read_json(self.result_file(trial))
 
     def write_result(self, trial: str, result: dict) -> None:
         """The only writer of result.json; its fields are RESULT_FIELDS, its status one of STATUSES."""
@@ -227,4 +254,4 @@ class RunDir:
         if unknown or result.get("status") not in STATUSES or result.get("trial") != trial:
             raise ValueError(f"result.json of {trial}: fields {unknown} are not in run_dir.RESULT_FIELDS, or status "
                              f"{result.get('status')!r} not in {STATUSES}, or trial {result.get('trial')!r} is not it")
-        write_json(self.trial(trial) / "result.json", result)
+        write_json(self.result_file(trial), result)

@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
-from workloads.config import ScheduleConfig
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | piecewise | cyclic | onecycle
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # piecewise: fractions of training
+    factor: float = 0.1  # piecewise: lr multiplier at each milestone
+    peak: float = 0.4  # cyclic: fraction of training at the peak
+    pct_start: float = 0.25  # onecycle: warm-up fraction
+
 
 Schedule = Callable[[float, ScheduleConfig, float], float]  # (base lr, cfg, progress in [0,1]) -> lr
 

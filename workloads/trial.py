@@ -397,16 +397,28 @@ class Trial:
         state = {"model": self.model.state_dict(), "epoch": self.epoch} if weights_only else self._state()
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
+    def _load(self, path: Path) -> dict:
+        try:
+            return torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # truncated by a copy, a disk error, a crash outside atomic_write
+            why = f"{type(e).__name__}: {e}".splitlines()[0][:120]
+            other = "resume=best to restart from best.pt, or " if path.name == "last.pt" else ""
+            raise CheckpointError(f"{path} is unreadable ({why}); run the same command with {other}resume=scratch "
+                                  "to train the trial again from there (its logs are truncated to match), or put "
+                                  "back a copy") from None
+
     def _resume(self) -> bool:
-        """Load last.pt if there is one, and drop telemetry written after it."""
-        path = self.checkpoint_dir / "last.pt"
+        """Start where `cfg.resume` says: last.pt if there is one (dropping telemetry written after it), best.pt
+        (`_restart_from_best`), or from scratch (both checkpoints and every log row of the trial dropped)."""
+        path, best = self.checkpoint_dir / "last.pt", self.checkpoint_dir / "best.pt"
+        if self.cfg.resume == "scratch":
+            path.unlink(missing_ok=True)
+            best.unlink(missing_ok=True)
+            self.log.clear_stop()
+        if self.cfg.resume == "best" and best.exists():
+            return self._restart_from_best(best)
         if path.exists():
-            try:
-                state = torch.load(path, map_location=self.device, weights_only=True)
-            except Exception as e:  # truncated by a copy, a disk error, a crash outside atomic_write
-                why = f"{type(e).__name__}: {e}".splitlines()[0][:120]
-                raise CheckpointError(f"{path} is unreadable ({why}); delete it to train the trial again from "
-                                      "scratch (its logs are truncated to match), or put back a copy") from None
+            state = self._load(path)
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
@@ -426,6 +438,29 @@ class Trial:
         self.log.truncate()
         self.committed = self.log.seqs()  # what the checkpoint holds: the next compaction's bound
         return path.exists()
+
+    def _restart_from_best(self, best: Path) -> bool:
+        """Go back to best.pt: its weights and epoch, the logs of the epochs before it (rows of later ones
+        dropped, so each step is logged once), the trigger replayed over them; a fresh optimiser (best.pt holds
+        no momentum) and RNG seeded from the epoch. last.pt goes: the next epoch writes it again."""
+        state = self._load(best)
+        self.model.load_state_dict(state["model"])
+        self.epoch = state["epoch"]
+        self.step = self.epoch * self.steps_per_epoch
+        torch.manual_seed(self.cfg.seed * 100_003 + self.epoch)
+        self.log.keep_before(self.epoch)
+        val = self.log.read("epochs", ["epoch", "split", "acc_pgd"])
+        accs = [a for e, s, a in zip(*(val[c].to_pylist() for c in ("epoch", "split", "acc_pgd")))
+                if s == "val" and e == self.epoch - 1] if val is not None else []
+        self.best = {"acc_pgd": accs[-1] if accs else -1.0, "epoch": self.epoch - 1}
+        rows = self.log.read("batches", ["epoch", "step", *self.trigger.signals])
+        if rows is not None:
+            rows = rows.sort_by("step")
+            self.trigger.update(rows["epoch"].to_numpy(), rows["step"].to_numpy(),
+                                {s: rows[s].to_numpy(zero_copy_only=False) for s in self.trigger.signals})
+        (self.checkpoint_dir / "last.pt").unlink(missing_ok=True)
+        self.committed = self.log.seqs()
+        return True
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -3,12 +3,14 @@
 Store: `RunDir.mlflow_uri()` (`sqlite:///<out>/mlflow.db`, or MLFLOW_TRACKING_URI). Params: the
 flattened config; metrics: the feed's points at their global steps (one `log_batch` an epoch); at
 the end the final results as metrics at the last step, the stop decision as tags, and the run's
-status (FINISHED, or FAILED for a trial that did not run to its end).
+status (FINISHED, or FAILED for a trial that did not run to its end). Artifacts: the trial's
+config.json when the run is created, its result.json when it ends (`mlflow artifacts download`, the UI).
 """
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -27,8 +29,8 @@ def _chunks(items: list, size: int) -> list[list]:
 class Run:
     """An open MLflow run of one trial."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client: MlflowClient, run_id: str, result_file: Path):
+        self.client, self.run_id, self.result_file = client, run_id, result_file
 
     def log_epoch(self, points: list[Point]) -> None:
         metrics = [Metric(k, float(v), int(1000 * (p.wall_time or time.time())), p.step)
@@ -46,6 +48,7 @@ class Run:
             self.client.log_batch(self.run_id, metrics=metrics)
         for key, value in stop_fields(result).items():
             self.client.set_tag(self.run_id, key, value)
+        _log_file(self.client, self.run_id, self.result_file)
         self.client.set_terminated(self.run_id, "FINISHED" if succeeded(result) else "FAILED")
 
     def close(self) -> None:
@@ -86,10 +89,17 @@ class Tracker:
             if run is not None and run.info.lifecycle_stage == "active":
                 if run.info.status != "RUNNING":
                     self.client.update_run(run_id, status="RUNNING")
-                return Run(self.client, run_id)
+                return Run(self.client, run_id, self.run_dir.result_file(trial))
         run_id = self.client.create_run(self.experiment_id(), run_name=trial, tags={"trial": trial}).info.run_id
         params = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in config.items()]
         for chunk in _chunks(params, MAX_PARAMS):
             self.client.log_batch(run_id, params=chunk)
+        _log_file(self.client, run_id, self.run_dir.config_file(trial))
         state |= {"run_id": run_id, "uri": self.uri}
-        return Run(self.client, run_id)
+        return Run(self.client, run_id, self.run_dir.result_file(trial))
+
+
+def _log_file(client: MlflowClient, run_id: str, path: Path) -> None:
+    """`path` as an artifact of the run (replacing an earlier copy), if the trial wrote it."""
+    if path.exists():
+        client.log_artifact(run_id, str(path))

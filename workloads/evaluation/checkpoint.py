@@ -21,7 +21,7 @@ from torch import nn
 from workloads.config import ConfigError, TrialConfig, from_dict
 from workloads.data import DATASETS, Dataset, load_dataset
 from workloads.models import build_model
-from workloads.run_dir import CheckpointError
+from workloads.run_dir import CheckpointError, RunDir
 
 WHICH = ("best", "last")
 
@@ -65,8 +65,8 @@ def load_config(path: str | Path) -> TrialConfig:
 
 
 def _trial_refs(sweep: Path, trial: str, which: str) -> TrialRef:
-    return TrialRef(trial, sweep / "checkpoints" / f"trial={trial}" / f"{which}.pt",
-                    sweep / "trials" / f"trial={trial}" / "config.json", sweep, which)
+    run_dir = RunDir(sweep)
+    return TrialRef(trial, run_dir.checkpoint(trial, which), run_dir.config_file(trial), sweep, which)
 
 
 def resolve(path: str | Path, which: str = "best") -> list[TrialRef]:
@@ -79,18 +79,15 @@ def resolve(path: str | Path, which: str = "best") -> list[TrialRef]:
     if p.is_file():
         if p.suffix != ".pt":
             raise CheckpointError(f"{path} is not a checkpoint (.pt), a trial folder or a sweep directory")
-        folder = p.parent
-        if not folder.name.startswith("trial=") or folder.parent.name != "checkpoints":
+        owner = RunDir.of_trial_folder(p.parent)
+        if owner is None or p.parent.parent.name != "checkpoints":
             raise CheckpointError(f"{path}: expected <out>/checkpoints/trial=<id>/<name>.pt, next to "
                                   f"<out>/trials/trial=<id>/config.json")
-        sweep, trial = folder.parent.parent, folder.name.split("=", 1)[1]
-        ref = TrialRef(trial, p, sweep / "trials" / folder.name / "config.json", sweep,
-                       p.stem if p.stem in WHICH else "file")
-        refs = [ref]
-    elif p.name.startswith("trial=") and p.parent.name in ("checkpoints", "trials"):
-        refs = [_trial_refs(p.parent.parent, p.name.split("=", 1)[1], which)]
-    elif (p / "checkpoints").is_dir():
-        trials = sorted(d.name.split("=", 1)[1] for d in (p / "checkpoints").glob("trial=*") if d.is_dir())
+        run_dir, trial = owner
+        refs = [TrialRef(trial, p, run_dir.config_file(trial), run_dir.root, p.stem if p.stem in WHICH else "file")]
+    elif (owner := RunDir.of_trial_folder(p)) is not None:
+        refs = [_trial_refs(owner[0].root, owner[1], which)]
+    elif trials := RunDir(p).checkpointed():
         refs = [_trial_refs(p, t, which) for t in trials]
         missing = [r for r in refs if not r.checkpoint.exists()]
         refs = [r for r in refs if r.checkpoint.exists()]

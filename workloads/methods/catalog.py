@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from workloads import losses
 from workloads.attacks import SINGLE_STEP
-from workloads.config import MethodConfig
-from workloads.methods.registry import Logits, Terms, register
+from workloads.methods.registry import Logits, MethodConfig, Terms, register
 
 
 def _ce_adv(lg: Logits, p: MethodConfig) -> Terms:

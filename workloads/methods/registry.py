@@ -7,7 +7,18 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from workloads.config import MethodConfig
+
+@dataclass
+class MethodConfig:
+    name: str = "fgsm"
+    beta: float = 6.0  # TRADES/WEAT/MART trade-off; DER's regulariser weight
+    gamma: float = 0.0  # DER hinge margin
+    base: str = "rs_fgsm"  # DER's inner attack: a single-step attack (AAE-gated) or pgd (every sample)
+    sgld_steps: int = 20  # JEAT: SGLD steps per batch (JEM default)
+    sgld_step_size: float = 1.0
+    sgld_noise: float = 0.01
+    buffer_size: int = 10000  # JEAT replay buffer
+    reinit: float = 0.05  # JEAT: probability to restart a buffer chain from U(0,1)
 
 
 @dataclass

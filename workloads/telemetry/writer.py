@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch import Tensor
@@ -141,6 +142,27 @@ class PartWriter:
         if name is None:
             self.seq += 1
         return final
+
+    def keep_before(self, epoch: int) -> None:
+        """Drop the rows of epochs >= `epoch` from every file of the table (each rewritten atomically, or deleted
+        when nothing is left); numbered parts then go on after the last file left."""
+        if not self.dir.is_dir():
+            return
+        for path in self.dir.iterdir():
+            if path.name.startswith("."):  # a temporary file of an interrupted write
+                path.unlink()
+        for path in covered_parts(list(self._numbered())):  # left by a crash during a compaction
+            path.unlink()
+        for path in sorted(self.dir.glob("part-*.parquet")):
+            table = pq.read_table(path)
+            kept = table.filter(pc.less(table["epoch"], epoch))
+            if kept.num_rows == table.num_rows:
+                continue
+            if kept.num_rows == 0:
+                path.unlink()
+            else:
+                atomic_write(path, lambda tmp: pq.write_table(kept, tmp))
+        self.seq = self._next_free()
 
     def _numbered(self) -> dict[Path, tuple[int, int]]:
         return {p: r for p in self.dir.iterdir() if (r := part_range(p.name))} if self.dir.is_dir() else {}
@@ -314,6 +336,21 @@ class EnergyLog:
         row = {k: [event.get(k)] for k in ("kind", "epoch", "step", "score", "evidence")}
         row |= {"schema_version": [SCHEMA_VERSION], "trial": [self.trial], "action": ["stopped"]}
         PartWriter(self.out, "events", self.trial, 0).write(row, name="stop")
+
+    def clear_stop(self) -> None:
+        """Delete the stop's `events` row (a trial trained again from before its stop)."""
+        (PartWriter(self.out, "events", self.trial, 0).dir / "part-stop.parquet").unlink(missing_ok=True)
+
+    def keep_before(self, epoch: int) -> None:
+        """Drop every row of epochs >= `epoch` (a restart from an earlier checkpoint), and the stop."""
+        for part in self.parts.values():
+            part.keep_before(epoch)
+        self.clear_stop()
+
+    def read(self, table: str, columns: list[str]) -> pa.Table:
+        """`columns` of the trial's rows of `table` written so far (files a merged one covers skipped)."""
+        files = visible_parts(sorted(self.parts[table].dir.glob("part-*.parquet")))
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in files]) if files else None
 
     def seqs(self) -> dict[str, int]:
         """Next part number of each table (stored in the checkpoint)."""
