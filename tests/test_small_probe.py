@@ -37,7 +37,8 @@ def test_healthy_trials_with_a_32_sample_probe_are_never_stopped(tmp_path, metho
 
 
 def probe_epochs(acc: list[float], n: int) -> pl.DataFrame:
-    return pl.DataFrame({"trial": "t", "epoch": range(len(acc)), "split": "probe", "acc_pgd": acc, "n": n},
+    return pl.DataFrame({"trial": "t", "epoch": range(len(acc)), "step": [10 * e + 9 for e in range(len(acc))],
+                         "split": "probe", "acc_pgd": acc, "n": n, "train_loss": 1.0},  # epoch ends, not mid-epoch
                         schema_overrides={"epoch": pl.Int32, "acc_pgd": pl.Float32, "n": pl.Int32})
 
 

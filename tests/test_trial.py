@@ -106,8 +106,9 @@ def test_telemetry_parts_are_atomic_and_readable_by_pyarrow(tmp_path):
     trial = make_trial(tmp_path, "method=fgsm")
     trial.run()
     files = sorted((tmp_path / "batches" / trial.id).iterdir())
-    # parts of 3 + 1 steps, merged into one file when the trial ends (workloads/telemetry/writer.py: compact)
-    assert [f.name for f in files] == ["part-000000-000001.parquet"]
+    # a part at each flush (every look_every steps), merged into one file when the trial ends (writer.py: compact)
+    parts = -(-trial.steps_per_epoch // trial.look_every) * trial.cfg.epochs
+    assert [f.name for f in files] == [f"part-000000-{parts - 1:06d}.parquet"]
     table = pq.read_table(files[0])
     assert table.schema.equals(arrow_schema("batches")) and table["step"].to_pylist() == [0, 1, 2, 3]
 

@@ -266,8 +266,9 @@ class Trial:
         event = stop(self.probed) if stop else None
         if event is not None:
             self.stop_event = event
-            if event["kind"] == "co_pgd_probe" and event.get("step") == self.probed["step"]:  # as `detect` says it
-                self.stop_event = event | {"evidence": f"{event['evidence']}; {fire.evidence()}"}
+            named = fire.evidence() in event["evidence"]  # `detect` names it when the stop rule reads `batches`
+            if event["kind"] == "co_pgd_probe" and event.get("step") == self.probed["step"] and not named:
+                self.stop_event = event | {"evidence": f"{event['evidence']}; {fire.evidence()}"}  # as `detect` does
         return event is not None
 
     def evaluate_epoch(self, epoch: int, splits: tuple[str, ...] = ("probe", "val")) -> dict:
