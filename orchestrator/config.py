@@ -29,6 +29,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
 
+from orchestrator.tracking.trackers import check_trackers
 from workloads.config import ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
 
 CONFIG_MODULE = "orchestrator.conf"
@@ -151,6 +152,7 @@ def validated(d: dict[str, Any]) -> TrialConfig:
     d = {k: v for k, v in d.items() if k != "hydra"}
     cfg = from_dict(d)
     validate(cfg)
+    check_trackers(cfg.tracking)  # the trackers are the orchestrator's: workloads/ does not know them
     return cfg
 
 

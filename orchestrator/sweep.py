@@ -19,10 +19,12 @@ from omegaconf import OmegaConf
 from orchestrator.config import ConfigError, compose_config, compose_trial
 from orchestrator.search import SEARCHES, SearchPlan
 from orchestrator.space import axes, expand
-from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_stop_on, check_trackers, flatten,
-                              legacy_trial_id, trial_id)
+from orchestrator.tracking.trackers import check_trackers
+from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_stop_on, flatten, legacy_trial_id,
+                              trial_id)
 from workloads.run_dir import RunDir
 
+NO_AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 # the trial fields a sweep sets for every trial itself (`sweep.out`, `sweep.stop_on`, `sweep.tracking`, ids)
 SWEEP_SETS = ("out", "stop_on", "tracking", "trial_id")
 TRIAL_KEYS = {f.name for f in fields(TrialConfig)} - set(SWEEP_SETS)  # every other field of `train`
@@ -270,9 +272,9 @@ class SweepPlan:
     def callbacks(self) -> list:
         """Tune callbacks on the driver: trials the scheduler ended recorded as stopped, then the trackers of
         `sweep.tracking`, fed from the sweep directory (so they see that record)."""
-        from orchestrator.trainable import SchedulerStops
+        from orchestrator.trainable import SchedulerStops, tune_loggers
 
-        callbacks = [SchedulerStops(str(self.dir), self.settings.scheduler)]
+        callbacks = [*tune_loggers(), SchedulerStops(str(self.dir), self.settings.scheduler)]
         if self.settings.tracking:
             from orchestrator.tracking.callback import TrackingCallback
 
@@ -300,7 +302,15 @@ class SweepPlan:
             ray.init(include_dashboard=self.cluster.dashboard, log_to_driver=True,
                      runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
         self.dir.mkdir(parents=True, exist_ok=True)
-        return self.tuner().fit()
+        before = os.environ.get(NO_AUTO_LOGGERS)
+        os.environ[NO_AUTO_LOGGERS] = "1"  # Tune's loggers come from callbacks(), without its misleading hint
+        try:
+            return self.tuner().fit()
+        finally:
+            if before is None:
+                os.environ.pop(NO_AUTO_LOGGERS, None)
+            else:
+                os.environ[NO_AUTO_LOGGERS] = before
 
 
 class SweepPayload:

@@ -1,12 +1,14 @@
 """The Ray Tune function that runs one trial: resume from Tune's checkpoint, report every epoch."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
 
 from ray import tune
 from ray.tune import Callback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback, TBXLoggerCallback
 from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
@@ -86,6 +88,35 @@ def _run(cfg: TrialConfig) -> None:
     if not reports:
         tune.report({"trial": cfg.trial_id, "epoch": summary["epochs_done"] - 1,
                      "val_acc_pgd": summary["best_val_acc_pgd"], "stopped": summary["status"] == "stopped"})
+
+
+class TuneTensorBoard(LoggerCallback):
+    """Tune's TensorBoard logger (events beside each trial's Tune results, with the config as HParams), held
+    instead of subclassed: Tune prints a TensorBoard hint for a TBXLoggerCallback, naming its temporary
+    staging folder; the sweep names `<out>/tune` itself (orchestrator/cli.py)."""
+
+    _SAVED_FILE_TEMPLATES = TBXLoggerCallback._SAVED_FILE_TEMPLATES
+
+    def __init__(self):
+        self.inner = TBXLoggerCallback()
+
+    def log_trial_start(self, trial) -> None:
+        self.inner.log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        self.inner.log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        self.inner.log_trial_end(trial, failed)
+
+
+def tune_loggers() -> list[LoggerCallback]:
+    """The loggers Tune would add itself (CSV, JSON, TensorBoard when tensorboardX is installed), for a sweep
+    that turns Tune's own off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS)."""
+    loggers: list[LoggerCallback] = [CSVLoggerCallback(), JsonLoggerCallback()]
+    if importlib.util.find_spec("tensorboardX") is not None:
+        loggers.append(TuneTensorBoard())
+    return loggers
 
 
 class SchedulerStops(Callback):

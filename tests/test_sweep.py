@@ -75,6 +75,7 @@ def test_smoke_sweep_on_embedded_ray_writes_every_trials_logs_and_a_report(tmp_p
         assert sorted(batches.filter(pl.col("trial") == trial)["step"].to_list()) == list(range(steps))
     assert (tmp_path / "tune" / tmp_path.name).is_dir()  # Tune's own state next to the telemetry
     assert f"tensorboard --logdir {tmp_path / 'tune'}\n" in r.stdout  # where Tune's logs stay, not its staging folder
+    assert "To visualize your results with TensorBoard" not in r.stdout + r.stderr  # Tune's hint names the latter
     assert list((tmp_path / "tune" / tmp_path.name).glob("*/events.out.tfevents.*"))  # ... and they are there
     html = (tmp_path / "report.html").read_text()
     assert all(t in html for t in trials)

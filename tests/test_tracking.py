@@ -25,9 +25,10 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.tracking import TrackingCallback, TrackingSync
 from orchestrator.tracking.feed import BATCH_VALUES, new_epochs, scan
+from orchestrator.tracking.trackers import check_trackers
 from support.synth import synth_trial, write_sweep
 from support.trained import trained, trial_of
-from workloads.config import ConfigError, check_trackers, from_dict, trial_id
+from workloads.config import ConfigError, from_dict, trial_id
 from workloads.run_dir import RunDir
 from workloads.telemetry.schema import arrow_schema
 

@@ -113,9 +113,6 @@ class TrialConfig:
 
 # keys that do not change what a trial computes
 RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking", "resume")
-# tracker name -> the modules it imports (the first is the tracker's own library); `energy-at[<name>]` installs them
-TRACKERS: dict[str, tuple[str, ...]] = {"mlflow": ("mlflow", "sqlalchemy", "alembic"),
-                                        "tensorboard": ("tensorboardX",), "wandb": ("wandb",)}
 PRECISIONS = ("fp32", "bf16")
 RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
@@ -278,19 +275,6 @@ def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
             raise ConfigError(field_name, f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
 
 
-def check_trackers(names: list[str], field_name: str = "tracking") -> None:
-    """ConfigError(field_name, ...) for an unknown tracker or one whose library is not installed."""
-    import importlib.util
-
-    for name in names:
-        if name not in TRACKERS:
-            raise ConfigError(field_name, f"unknown tracker {name!r}; allowed: {', '.join(sorted(TRACKERS))}")
-        missing = [m for m in TRACKERS[name] if importlib.util.find_spec(m) is None]
-        if missing:
-            lacking = "" if missing[0] == TRACKERS[name][0] else f" (no module {missing[0]})"
-            raise ConfigError(field_name, f"{name} is not installed{lacking}: pip install 'energy-at[{name}]'")
-
-
 def check_sizes(data: DataConfig, sizes: tuple[int, int]) -> None:
     """ConfigError for a split larger than the dataset's (training, test) images `sizes`."""
     n_train, n_test = sizes
@@ -377,7 +361,6 @@ def validate(cfg: TrialConfig) -> None:
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
     check_stop_on(cfg.stop_on)
-    check_trackers(cfg.tracking)
     choice("precision", cfg.precision, PRECISIONS)
     choice("resume", cfg.resume, RESUME)
     if cfg.compile is not None:

@@ -15,7 +15,7 @@ import sys
 from typing import Protocol, Sequence
 
 from orchestrator.tracking.feed import FINAL_KEYS, STOP_KEYS, Point, new_epochs
-from workloads.config import TRACKERS, check_trackers
+from orchestrator.tracking.trackers import TRACKERS, check_trackers
 from workloads.run_dir import RunDir
 
 BACKENDS = {name: f"orchestrator.tracking.{name}_backend" for name in TRACKERS}  # each a Tracker class
@@ -30,7 +30,7 @@ class Run(Protocol):
 
 
 class TrackingSync:
-    """The trials of one run dir `out` in the trackers `names` (a subset of workloads.config.TRACKERS)."""
+    """The trials of one run dir `out` in the trackers `names` (a subset of trackers.TRACKERS)."""
 
     def __init__(self, out: str | os.PathLike, names: Sequence[str]):
         check_trackers(list(names))
