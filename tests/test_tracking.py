@@ -226,10 +226,12 @@ def test_the_stop_reason_reaches_every_tracker_and_the_stores_follow_their_env_v
     RunDir(out).write_result(tid, result)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a user store's artifacts in ./mlruns, as its own CLI does
     sync = TrackingSync(out, ALL)
     sync.finish(tid)  # pushes the epochs first
     assert not sync.errors
     assert not (out / "mlflow.db").exists() and not (out / "wandb").exists()
+    assert list((tmp_path / "mlruns").glob("*/*/artifacts/result.json"))  # the trial's files went with the store
 
     run = mlflow_runs(out).iloc[0]
     assert (run["tags.status"], run["tags.stopped_by"], run["tags.reason"]) == ("stopped", "co_pgd_probe", reason)
