@@ -94,6 +94,7 @@ def probe_steps() -> pl.Expr:
 # Each rule comes with whether it needs the PGD probe (its cost counts against its savings): the free
 # training stream and the val split, which every trial evaluates anyway (best checkpoint, `ro`), cost nothing.
 NONE, EPOCH, TRIGGER = "none", "epoch ends", "epoch ends + trigger"  # which PGD probes a rule runs
+TRIGGER_ONLY = "trigger + epoch 1"  # the variant without the epoch-end probe: the first epoch's (a baseline) only
 Rule = tuple[pl.DataFrame, str]  # (first stop per trial, the probes it runs: NONE, EPOCH or TRIGGER)
 PROBE_KINDS = {"co_pgd_probe", "co_energy"}  # co_energy as a whole: its epoch and probe sources read the probe
 
@@ -107,7 +108,10 @@ def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, Rule]:
     events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
     co = pl.col("kind") == "co_energy"
     epoch_end = c["epochs"].filter(pl.col("train_loss").is_not_null() | (pl.col("split") != "probe"))
-    return {"co_pgd_probe, epoch-end probes only (no trigger)": (_first(co_pgd_probe(epoch_end)), EPOCH)} | {
+    # the other variant: the probe only when the trigger fires, after a first epoch-end probe as the baseline
+    triggered = c["epochs"].filter((pl.col("split") != "probe") | pl.col("train_loss").is_null() | (pl.col("epoch") == 0))
+    return {"co_pgd_probe, epoch-end probes only (no trigger)": (_first(co_pgd_probe(epoch_end)), EPOCH),
+            "co_pgd_probe, triggered probes only (+ epoch 1's)": (_first(co_pgd_probe(triggered)), TRIGGER_ONLY)} | {
         name: (_first(events.filter(sel)), probe) for name, sel, probe in [
         ("co_energy (all sources)", co, EPOCH),
         ("co_energy batch", co & (pl.col("source") == "batch"), NONE),
@@ -250,10 +254,12 @@ def mid_epoch_probes(epochs: pl.DataFrame) -> pl.DataFrame:
     return epochs.filter((pl.col("split") == "probe") & pl.col("train_loss").is_null()).select("trial", "step")
 
 
-def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probes: pl.DataFrame | None = None) -> dict:
+def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probes: pl.DataFrame | None = None,
+          every_epoch: bool = True) -> dict:
     """The scoreboard row of one rule over the labelled trials `lab`; `probe`: the rule runs the PGD probe
     after each epoch it trains (its cost is subtracted from the single-step trials' savings); `mid_probes`
-    (trial, step): the probes the trigger ran mid-epoch, counted up to the stop."""
+    (trial, step): the probes the trigger ran mid-epoch, counted up to the stop; `every_epoch` False: the rule
+    runs the epoch-end probe after the first epoch only."""
     t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
     stopped = pl.col("stop_epoch").is_not_null()
     mid = pl.col("stop_step").is_not_null()  # stopped mid-epoch, at that step
@@ -278,6 +284,8 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     steps_used = pl.when(stopped).then(pl.min_horizontal(stop_step, total)).otherwise(total)
     epoch_end_probes = pl.when(stopped).then(pl.min_horizontal(pl.when(mid).then(pl.col("stop_epoch"))
                                                                .otherwise(pl.col("stop_epoch") + 1), epochs)).otherwise(epochs)
+    if not every_epoch:
+        epoch_end_probes = pl.lit(1)
     probes_run = epoch_end_probes + pl.col("n_mid")
     used = t.select(steps_used).to_series()
     prone = t.filter(pl.col("method").is_in(SINGLE_STEP))
@@ -336,7 +344,8 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
     mid = mid_epoch_probes(c["epochs"])
     rows = [{"rule": name, "reads_probe": probe != NONE, "probes": probe}
-            | score(lab, stops, probe != NONE, mid if probe == TRIGGER else None) for name, (stops, probe) in rules.items()]
+            | score(lab, stops, probe != NONE, mid if probe in (TRIGGER, TRIGGER_ONLY) else None, probe != TRIGGER_ONLY)
+            for name, (stops, probe) in rules.items()]
     return lab, pl.DataFrame(rows)
 
 
