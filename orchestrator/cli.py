@@ -156,14 +156,14 @@ FLAGS_HELP = """flags (Hydra's):
 
 
 def _other_fields() -> str:
-    """The TrialConfig fields that no config group sets, for --help."""
+    """The fields of `train`'s config (orchestrator.config.RunConfig) that no config group sets, for --help."""
     import dataclasses
 
-    from workloads.config import TrialConfig
+    from orchestrator.config import RunConfig
 
     groups = ("method", "attack", "data", "model", "optim", "schedule")
     top, nested = [], []
-    for f in dataclasses.fields(TrialConfig):
+    for f in dataclasses.fields(RunConfig):
         if f.name in groups:
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

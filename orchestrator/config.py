@@ -30,10 +30,45 @@ from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.tracking.trackers import check_trackers
-from workloads.config import ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
+from workloads.config import TRIAL_FIELDS, ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
+from workloads.telemetry.schema import EVENT_KINDS
+
+# detectors (`events.kind`) that end a trial unless told otherwise; chosen on the detection corpus's dev split
+# (docs/detection.md)
+DEFAULT_STOP_ON = ("co_pgd_probe", "ro", "nan")
+
+
+@dataclass
+class RunConfig(TrialConfig):
+    """`energy-at train`'s config: the trial's fields, and how this run watches it (the runner's, not the
+    trial's: neither changes what the trial computes, its id or its config in a sweep)."""
+
+    # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
+    stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
+    # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
+    tracking: list[str] = field(default_factory=list)
+
+
+def run_config(trial: TrialConfig, stop_on=DEFAULT_STOP_ON, tracking=()) -> RunConfig:
+    """`trial` to be run with `stop_on` and `tracking` (a sweep hands its settings down this way)."""
+    return RunConfig(**{name: getattr(trial, name) for name in TRIAL_FIELDS}, stop_on=list(stop_on),
+                     tracking=list(tracking))
+
+
+def trial_part(cfg: TrialConfig) -> TrialConfig:
+    """The trial's own fields of `cfg` (a RunConfig less the runner's)."""
+    return TrialConfig(**{name: getattr(cfg, name) for name in TRIAL_FIELDS})
+
+
+def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
+    """ConfigError(field_name, ...) for a kind that is no stoppable detector (`events.kind`)."""
+    for kind in kinds:
+        if kind not in EVENT_KINDS:
+            raise ConfigError(field_name, f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
+
 
 CONFIG_MODULE = "orchestrator.conf"
-ConfigStore.instance().store(name="trial_schema", node=TrialConfig)
+ConfigStore.instance().store(name="trial_schema", node=RunConfig)
 
 FRACTION_FIELDS = ("attack.eps", "attack.alpha", "eval.pgd_alpha")  # numbers that may be written as 8/255
 
@@ -135,24 +170,25 @@ def compose_config(name: str, overrides: list[str], hydra_config: bool = False) 
         return compose(name, overrides=overrides, return_hydra_config=hydra_config)
 
 
-def compose_trial(overrides: list[str]) -> TrialConfig:
-    """Hydra overrides -> a validated TrialConfig (raises ConfigError with a one-line message)."""
+def compose_trial(overrides: list[str]) -> RunConfig:
+    """Hydra overrides -> a validated RunConfig (raises ConfigError with a one-line message)."""
     for text in overrides:
         key = text.split("=", 1)[0].lstrip("+~")
         head, _, rest = key.partition(".")
         if head in ("sweep", "cluster"):  # not in TrialConfig: say whose setting it is
-            meant = rest if rest in {f.name for f in fields(TrialConfig)} else None
+            meant = rest if rest in {f.name for f in fields(RunConfig)} else None
             raise ConfigError(key, "a setting of energy-at sweep, not of one trial"
                               + (f"; did you mean {meant}?" if meant else f": energy-at sweep {text}"))
     return validated(OmegaConf.to_container(compose_config("train", overrides), resolve=True))  # type: ignore[arg-type]
 
 
-def validated(d: dict[str, Any]) -> TrialConfig:
-    """A plain dict (Hydra job config, Ray Tune config) -> a validated TrialConfig."""
+def validated(d: dict[str, Any]) -> RunConfig:
+    """A plain dict (Hydra job config, Ray Tune config) -> a validated RunConfig."""
     d = {k: v for k, v in d.items() if k != "hydra"}
-    cfg = from_dict(d)
+    cfg = from_dict(d, RunConfig)
     validate(cfg)
-    check_trackers(cfg.tracking)  # the trackers are the orchestrator's: workloads/ does not know them
+    check_stop_on(cfg.stop_on)
+    check_trackers(cfg.tracking)
     return cfg
 
 

@@ -13,8 +13,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+from orchestrator.config import RunConfig
 from orchestrator.stopper import stop_rule
-from workloads.config import ConfigError, TrialConfig, flatten, trial_id
+from workloads.config import ConfigError, flatten, trial_id
 from workloads.data import DatasetError
 from workloads.run_dir import DiskFull, RunDir, succeeded
 from workloads.trial import Trial
@@ -22,9 +23,10 @@ from workloads.trial import Trial
 EpochCallback = Callable[[Trial, dict], None]
 
 
-def run(cfg: TrialConfig, on_epoch: EpochCallback | None = None, *, before: Callable[[], None] | None = None,
+def run(cfg: RunConfig, on_epoch: EpochCallback | None = None, *, before: Callable[[], None] | None = None,
         progress: bool = False) -> dict:
-    """Run the trial of a validated `cfg` to its end; returns its summary (= result.json).
+    """Run the trial of a validated `cfg` to its end, watched as its run settings say (`stop_on`, `tracking`);
+    returns its summary (= result.json).
 
     `before` runs under the trial's lock before the trial resumes (Tune copies its checkpoint in);
     `on_epoch(trial, metrics)` after every epoch's evaluation, stop decision and checkpoint. A config
@@ -61,7 +63,7 @@ def run(cfg: TrialConfig, on_epoch: EpochCallback | None = None, *, before: Call
 
 
 @contextlib.contextmanager
-def _lock(cfg: TrialConfig) -> Iterator[None]:
+def _lock(cfg: RunConfig) -> Iterator[None]:
     """The trial's lock: one writer per trial, and `energy-at status` tells a running trial from an
     interrupted one by it. ConfigError if `out` cannot be written or another live process holds the
     lock; a filesystem without flock runs without it."""
@@ -74,7 +76,7 @@ def _lock(cfg: TrialConfig) -> Iterator[None]:
         yield
 
 
-def _trackers(cfg: TrialConfig):
+def _trackers(cfg: RunConfig):
     """The TrackingSync of `cfg.tracking` (orchestrator/tracking), or None without trackers."""
     if not cfg.tracking:
         return None
@@ -83,7 +85,7 @@ def _trackers(cfg: TrialConfig):
     return TrackingSync(cfg.out, cfg.tracking)
 
 
-def _record_failure(cfg: TrialConfig, trial: Trial | None, error: BaseException) -> None:
+def _record_failure(cfg: RunConfig, trial: Trial | None, error: BaseException) -> None:
     """Keep what the trial logged so far and say why it failed (a rerun truncates to the checkpoint)."""
     try:
         tid, run_dir = trial_id(cfg), RunDir(cfg.out)

@@ -15,7 +15,8 @@ import polars as pl
 
 from analysis.detectors import detect
 from analysis.read import SweepLogs
-from workloads.config import DEFAULT_STOP_ON, TrialConfig, trial_id
+from orchestrator.config import DEFAULT_STOP_ON, RunConfig
+from workloads.config import trial_id
 
 
 TABLES = ("batches", "epochs", "probes")  # what `detect` reads
@@ -71,6 +72,6 @@ class EnergyStop:
                          self.stop_on)
 
 
-def stop_rule(cfg: TrialConfig) -> EnergyStop | None:
+def stop_rule(cfg: RunConfig) -> EnergyStop | None:
     """The energy stop rule of a trial config (None when `stop_on` is empty)."""
     return EnergyStop(cfg.out, trial_id(cfg), cfg.stop_on) if cfg.stop_on else None

@@ -16,17 +16,16 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from orchestrator.config import ConfigError, compose_config, compose_trial
+from orchestrator.config import DEFAULT_STOP_ON, ConfigError, check_stop_on, compose_config, compose_trial, trial_part
 from orchestrator.search import SEARCHES, SearchPlan
 from orchestrator.space import axes, expand
 from orchestrator.tracking.trackers import check_trackers
-from workloads.config import (DEFAULT_STOP_ON, RUN_ONLY, TrialConfig, check_stop_on, flatten, legacy_trial_id,
-                              trial_id)
+from workloads.config import RUN_ONLY, TrialConfig, flatten, legacy_trial_id, trial_id
 from workloads.run_dir import RunDir
 
 NO_AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
-# the trial fields a sweep sets for every trial itself (`sweep.out`, `sweep.stop_on`, `sweep.tracking`, ids)
-SWEEP_SETS = ("out", "stop_on", "tracking", "trial_id")
+# the trial fields a sweep sets for every trial itself (`sweep.out`, ids); `sweep.stop_on` it hands each trial's run
+SWEEP_SETS = ("out", "trial_id")
 TRIAL_KEYS = {f.name for f in fields(TrialConfig)} - set(SWEEP_SETS)  # every other field of `train`
 
 
@@ -139,8 +138,7 @@ class SweepPlan:
                 raise ConfigError(label, str(e)) from None
             threads = max(1, int(s.resources.cpus))
             device = "cuda" if s.resources.gpus > 0 else "cpu"
-            t = replace(t, threads=t.threads or threads, device=device if t.device == "auto" else t.device,
-                        stop_on=list(s.stop_on))
+            t = replace(trial_part(t), threads=t.threads or threads, device=device if t.device == "auto" else t.device)
             return replace(t, trial_id=trial_id(t))
 
         def check_devices(devices: list[str]) -> None:
@@ -234,13 +232,13 @@ class SweepPlan:
         path = os.path.join(storage, s.name)
         restore = tune.Tuner.can_restore(path)
         if self.search is not None:
-            trainable = tune.with_parameters(run_suggested, search=self.search)
+            trainable = tune.with_parameters(run_suggested, search=self.search, stop_on=list(s.stop_on))
         else:
             configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
             if restore:  # an experiment an earlier version started names its trials by their legacy ids
                 configs |= {old: asdict(replace(t, trial_id=old)) for old, t in self.legacy.items()
                             if old not in configs}
-            trainable = tune.with_parameters(run_trial, configs=configs)
+            trainable = tune.with_parameters(run_trial, configs=configs, stop_on=list(s.stop_on))
         trainable = tune.with_resources(trainable, resources)
         if restore:
             return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)

@@ -13,8 +13,9 @@ from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
 from orchestrator import runner
+from orchestrator.config import DEFAULT_STOP_ON, RunConfig, run_config
 from orchestrator.search import SearchPlan
-from workloads.config import TrialConfig, from_dict
+from workloads.config import from_dict
 from workloads.run_dir import RunDir, atomic_write
 from workloads.trial import Trial
 
@@ -51,21 +52,23 @@ class PerTrial(Domain):
         return f"per trial: {sorted(set(map(repr, self.values.values())))}"
 
 
-def run_trial(config: dict, configs: dict[str, dict]) -> None:
+def run_trial(config: dict, configs: dict[str, dict], stop_on=DEFAULT_STOP_ON) -> None:
     """Tune trainable: `config["trial"]` is a trial id, `configs[id]` its TrialConfig as a dict (out = the sweep).
 
-    The trial runs the config validated when the sweep was planned, looked up by id. The other keys of
-    `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for Tune to show; they are never read."""
-    _run(from_dict(configs[config["trial"]]))
+    The trial runs the config validated when the sweep was planned, looked up by id, with the sweep's
+    `stop_on`. The other keys of `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for
+    Tune to show; they are never read."""
+    _run(run_config(from_dict(configs[config["trial"]]), stop_on))
 
 
-def run_suggested(config: dict, search: SearchPlan) -> None:
+def run_suggested(config: dict, search: SearchPlan, stop_on=DEFAULT_STOP_ON) -> None:
     """Tune trainable of a search algorithm: `config` holds its values for every axis (`SearchPlan`)."""
-    _run(search.config(config))
+    _run(run_config(search.config(config), stop_on))
 
 
-def _run(cfg: TrialConfig) -> None:
-    """Run one trial under Tune (orchestrator/runner.py): resume from Tune's checkpoint, report and
+def _run(cfg: RunConfig) -> None:
+    """Run one trial under Tune (orchestrator/runner.py; its trackers are the driver's, TrackingCallback):
+    resume from Tune's checkpoint, report and
     checkpoint every epoch. A trial with nothing left to train (a repeat of a finished one) reports its
     stored result once, so Tune and the searcher see it."""
     last = RunDir(cfg.out).checkpoints(cfg.trial_id) / "last.pt"

@@ -15,7 +15,7 @@ import choose  # noqa: E402
 import scoreboard  # noqa: E402
 
 from analysis.detectors import co_pgd_probe  # noqa: E402
-from workloads.config import DEFAULT_STOP_ON  # noqa: E402
+from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 
 
 @pytest.mark.parametrize("acc, expected", [

@@ -59,9 +59,9 @@ def test_the_frozen_commit_is_an_ancestor_and_the_rule_is_unchanged_since(frozen
     assert then == constants((ROOT / "workloads/telemetry/trigger.py").read_text(), trigger)
     assert defaults(at(frozen, "analysis/detectors.py"), "co_pgd_probe") == \
         defaults((ROOT / "analysis/detectors.py").read_text(), "co_pgd_probe")
-    stop_on = {"DEFAULT_STOP_ON"}
+    stop_on = {"DEFAULT_STOP_ON"}  # then in workloads/config.py, now the runner's (orchestrator/config.py)
     assert constants(at(frozen, "workloads/config.py"), stop_on) == \
-        constants((ROOT / "workloads/config.py").read_text(), stop_on)
+        constants((ROOT / "orchestrator/config.py").read_text(), stop_on)
 
 
 def test_outside_trials_enter_the_corpus_only_after_the_freeze(frozen: str) -> None:

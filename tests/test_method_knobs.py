@@ -145,7 +145,7 @@ def test_declared_fields_are_exactly_those_a_training_step_reads(tmp_path, data,
 
 def test_rerunning_a_trial_an_earlier_version_trained_resumes_it(tmp_path, data):
     c = cfg("trades", str(tmp_path), epochs=1, batch_size=32, attack__steps=2, eval__pgd_steps=2, threads=1,
-            device="cpu", stop_on=[])
+            device="cpu")
     old = legacy_trial_id(c)
     earlier = copy.deepcopy(c)
     earlier.trial_id = old  # what the earlier version named it

@@ -15,7 +15,7 @@ from analysis.detectors import co_energy, co_pgd_probe, detect
 from analysis.read import SweepLogs
 from orchestrator.config import compose_trial
 from orchestrator.stopper import stop_rule
-from workloads.config import DEFAULT_STOP_ON
+from orchestrator.config import DEFAULT_STOP_ON
 from workloads.trial import Trial
 
 SMOKE = ["attack.eps=0.1", "epochs=4", "batch_size=64", "data.subset=256", "data.val_size=64",

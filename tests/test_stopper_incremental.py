@@ -14,7 +14,7 @@ from support.synth import synth_trial
 
 from orchestrator.config import compose_trial
 from orchestrator.stopper import EnergyStop, first_event
-from workloads.config import DEFAULT_STOP_ON
+from orchestrator.config import DEFAULT_STOP_ON
 from workloads.run_dir import RunDir
 from workloads.trial import Trial
 

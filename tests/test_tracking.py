@@ -301,8 +301,12 @@ def test_a_tracker_not_installed_is_one_line_before_any_work(tmp_path, capsys, m
 
 
 def test_tracking_is_not_part_of_the_trial_id(tmp_path):
+    """Trackers and the stop rule are the runner's (RunConfig), not the trial's: they leave its id alone."""
+    from orchestrator.config import RunConfig
+
     base = {"method": {"name": "fgsm"}, "out": str(tmp_path)}
-    assert trial_id(from_dict(base | {"tracking": ["mlflow", "wandb"]})) == trial_id(from_dict(base))
+    run = from_dict(base | {"tracking": ["mlflow", "wandb"], "stop_on": []}, RunConfig)
+    assert trial_id(run) == trial_id(from_dict(base)) == trial_id(from_dict(base, RunConfig))
 
 
 def energy_at(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -88,8 +88,9 @@ def test_a_sweeps_tune_results_show_each_trials_hyperparameters(tmp_path):
         assert hparams(next(trial_dir.glob("events.out.tfevents.*"))) == config
         ran = json.loads((tmp_path / "trials" / f"trial={tid}" / "config.json").read_text())
         assert {k: ran[k] for k in config if k != "trial"} == {k: v for k, v in config.items() if k != "trial"}
-        assert ran == {k: v for k, v in flatten(next(t for t in plan.trials if t.trial_id == tid)).items()
-                       if k in ran}  # the validated TrialConfig, looked up by id, is what ran
+        planned = flatten(next(t for t in plan.trials if t.trial_id == tid))
+        assert {k: ran[k] for k in planned} == planned  # the validated TrialConfig, looked up by id, is what ran
+        assert ran["stop_on"] == list(plan.settings.stop_on) and ran["tracking"] == []  # run as the sweep said
 
     header = next(line for line in r.stdout.splitlines() if "Trial name" in line and "status" in line)
     assert "method.name" in header and "optim.lr" in header  # the console's trial table

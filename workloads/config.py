@@ -25,10 +25,6 @@ from workloads.methods.registry import MethodConfig
 from workloads.models import MODELS
 from workloads.run_dir import RunDir
 from workloads.schedule import SCHEDULES, ScheduleConfig
-from workloads.telemetry.schema import EVENT_KINDS
-
-
-DEFAULT_STOP_ON = ("co_pgd_probe", "ro", "nan")  # detectors (`events.kind`) that end a trial unless told otherwise; chosen on the detection corpus's dev split (docs/detection.md)
 
 
 @dataclass
@@ -105,14 +101,11 @@ class TrialConfig:
     trial_id: str | None = None  # None: derived from the config, so re-running a command resumes it
     # where a re-run starts: last (last.pt), best (best.pt: the epochs after it again), scratch; logs follow
     resume: str = "last"
-    # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
-    stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
-    # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
-    tracking: list[str] = field(default_factory=list)
 
 
+TRIAL_FIELDS = tuple(f.name for f in fields(TrialConfig))  # a config of a subclass (the runner's) has more
 # keys that do not change what a trial computes
-RUN_ONLY = ("out", "trial_id", "device", "threads", "stop_on", "tracking", "resume")
+RUN_ONLY = ("out", "trial_id", "device", "threads", "resume")
 PRECISIONS = ("fp32", "bf16")
 RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
@@ -183,8 +176,8 @@ def omegaconf_error(e: Exception) -> ConfigError:
     return ConfigError(key, msg.splitlines()[0])
 
 
-def from_dict(d: dict[str, Any]) -> TrialConfig:
-    """Build a TrialConfig from a nested dict (Hydra's composed config, Ray Tune's config).
+def from_dict(d: dict[str, Any], schema: type = TrialConfig) -> TrialConfig:
+    """Build a TrialConfig (or `schema`, a subclass) from a nested dict (Hydra's composed config, Ray Tune's config).
 
     OmegaConf checks field names and types against the dataclasses; its errors
     become one-line ConfigErrors naming the field.
@@ -193,7 +186,7 @@ def from_dict(d: dict[str, Any]) -> TrialConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrialConfig), d))  # type: ignore[return-value]
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), d))  # type: ignore[return-value]
     except OmegaConfBaseException as e:
         raise omegaconf_error(e) from None
 
@@ -247,7 +240,12 @@ def _hashed_id(cfg: TrialConfig, flat: dict[str, Any]) -> str:
 def legacy_trial_id(cfg: TrialConfig) -> str:
     """The id earlier versions gave `cfg`: a hash over every field but RUN_ONLY, read or not (and, as in
     `trial_id`, the step sizes whose default moved)."""
-    return _hashed_id(cfg, _moved_alphas(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY}))
+    return _hashed_id(cfg, _moved_alphas(cfg, _hashable(cfg)))
+
+
+def _hashable(cfg: TrialConfig) -> dict[str, Any]:
+    """The flattened trial fields but RUN_ONLY (a subclass's own fields, the runner's, are not the trial's)."""
+    return {k: v for k, v in flatten(cfg).items() if k.split(".")[0] in TRIAL_FIELDS and k not in RUN_ONLY}
 
 
 def trial_id(cfg: TrialConfig) -> str:
@@ -261,18 +259,11 @@ def trial_id(cfg: TrialConfig) -> str:
     """
     if cfg.trial_id:
         return cfg.trial_id
-    hashed = _moved_alphas(cfg, {k: v for k, v in flatten(cfg).items() if k not in RUN_ONLY})
+    hashed = _moved_alphas(cfg, _hashable(cfg))
     new = _hashed_id(cfg, read_fields(hashed))
     run_dir, old = RunDir(cfg.out), legacy_trial_id(cfg)
     started = lambda tid: run_dir.trial(tid).is_dir() or run_dir.checkpoints(tid).is_dir()  # noqa: E731
     return old if not started(new) and started(old) else new
-
-
-def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
-    """ConfigError(field_name, ...) for a kind that is no stoppable detector (`events.kind`)."""
-    for kind in kinds:
-        if kind not in EVENT_KINDS:
-            raise ConfigError(field_name, f"unknown detector {kind!r}; allowed: {', '.join(EVENT_KINDS)}")
 
 
 def check_sizes(data: DataConfig, sizes: tuple[int, int]) -> None:
@@ -360,7 +351,6 @@ def validate(cfg: TrialConfig) -> None:
     if cfg.data.root is not None and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ConfigError("data.root", f"no such directory {cfg.data.root!r}; pass the folder holding the "
                           f"{cfg.data.name} files")
-    check_stop_on(cfg.stop_on)
     choice("precision", cfg.precision, PRECISIONS)
     choice("resume", cfg.resume, RESUME)
     if cfg.compile is not None:

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
-from workloads.config import DEFAULT_STOP_ON  # noqa: E402
+from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 
 CORPUS = HERE / "corpus"
 SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5), "outside": (6, 7)}  # as corpus.py

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workloads.config import ConfigError, TrialConfig, from_dict
+from workloads.config import TRIAL_FIELDS, ConfigError, TrialConfig, from_dict
 from workloads.data import DATASETS, Dataset, load_dataset
 from workloads.models import build_model
 from workloads.run_dir import CheckpointError, RunDir
@@ -58,8 +58,9 @@ def load_config(path: str | Path) -> TrialConfig:
         flat = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read trial config {path}: {e}") from None
+    nested = {k: v for k, v in unflatten(flat).items() if k in TRIAL_FIELDS}  # config.json also holds the run's
     try:
-        return from_dict(unflatten(flat))
+        return from_dict(nested)
     except ConfigError as e:
         raise CheckpointError(f"bad trial config {path}: {e}") from None
 
