@@ -22,7 +22,7 @@ case "${2:?}" in  # lr 0.05 x0.1 at each milestone; weight decay 5e-4 unless sai
   curves) "${PY:-.venv/bin/python}" - "$out" <<'PY'
 import sys, polars as pl
 from analysis.read import SweepLogs
-e = SweepLogs(sys.argv[1], warn=False).scan("epochs").collect()
+e = SweepLogs(sys.argv[1], warn=False).scan("epochs").filter(pl.col("train_loss").is_not_null()).collect()  # epoch ends
 wide = (e.pivot(on="split", index=["trial", "epoch"], values=["acc_pgd", "acc_nat"])
         .join(e.filter(pl.col("split") == "val").select("trial", "epoch", "lr", "train_loss"), on=["trial", "epoch"])
         .sort("trial", "epoch"))
