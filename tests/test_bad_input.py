@@ -120,10 +120,10 @@ def _list_fields(schema: type, prefix: str = "") -> list[str]:
 
 
 def _all_list_fields() -> list[tuple[str, str]]:
+    from orchestrator.config import RunConfig  # train's config: the trial's fields and the run's (stop_on, tracking)
     from orchestrator.sweep import SweepConfig
-    from workloads.config import TrialConfig
 
-    return [("train", k) for k in _list_fields(TrialConfig)] + [("sweep", k) for k in _list_fields(SweepConfig)]
+    return [("train", k) for k in _list_fields(RunConfig)] + [("sweep", k) for k in _list_fields(SweepConfig)]
 
 
 @pytest.mark.parametrize("command, key", _all_list_fields(), ids=lambda x: x)
