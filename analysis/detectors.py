@@ -82,8 +82,8 @@ def _first(frame: pl.LazyFrame, when: pl.Expr, order: str) -> pl.LazyFrame:
     )
 
 
-BATCH_COLS = ["trial", "epoch", "step", "loss", "de", "de_y", "de_std",
-              *(c for c in TRIGGER_SIGNALS if c not in ("loss", "de", "de_y", "de_std"))]
+BATCH_COLS = ["trial", "epoch", "step", "loss", "de", "de_y", "de_std"]
+BATCH_COLS += [c for c in TRIGGER_SIGNALS if c not in BATCH_COLS]  # read once: co_energy, nan and the trigger
 RUN = "_run"  # id of the (trial, epoch) run of an ordered batch frame
 
 

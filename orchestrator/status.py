@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from workloads.config import OneLineParser
-from workloads.run_dir import STATUSES, RunDir
+from workloads.run_dir import STATUSES, RunDir, read_json
 
 DONE = tuple(s for s in STATUSES if s != "running")  # how a trial ended
 _EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b:?")  # "pkg.FooError: msg"
@@ -37,13 +37,6 @@ _EXC = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b:?
 def _fail(command: str, message: str) -> int:
     print(f"energy-at {command}: error: {message}", file=sys.stderr)
     return 2
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def tune_trials(sweep_dir: Path) -> dict[str, dict]:
@@ -69,15 +62,13 @@ def tune_trials(sweep_dir: Path) -> dict[str, dict]:
 
 def _error_line(trial_dir: Path) -> str | None:
     """The last line of Tune's error file (the exception), if there is one."""
-    for path in [trial_dir / "error.txt"]:
-        try:
-            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            continue
-        heads = [ln for ln in lines if _EXC.match(ln)]
-        if heads or lines:
-            return (heads or lines)[-1][:200]
-    return None
+    try:
+        text = (trial_dir / "error.txt").read_text(errors="replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    heads = [ln for ln in lines if _EXC.match(ln)]
+    return (heads or lines)[-1][:200] if heads or lines else None
 
 
 def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
@@ -89,7 +80,7 @@ def job_info(sweep_dir: Path) -> tuple[dict | None, list[dict]]:
     from cluster.slurm import job_state, read_job
 
     job = read_job(RunDir(sweep_dir).slurm())
-    records = [r for p in sorted(RunDir(sweep_dir).slurm("jobs").glob("*.json")) if (r := _read_json(p))]
+    records = [r for p in sorted(RunDir(sweep_dir).slurm("jobs").glob("*.json")) if (r := read_json(p))]
     if records:
         job = {"kind": "multirun", "job_ids": [r["job_id"] for r in records],
                "array_job_ids": sorted({r.get("array_job_id") or r["job_id"] for r in records}),

@@ -128,7 +128,6 @@ class RunDir:
 
     def create(self, field: str = "out") -> "RunDir":
         """Make the directory, or raise ConfigError(field, ...) saying why it cannot be written."""
-
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test.{os.getpid()}"
@@ -147,7 +146,6 @@ class RunDir:
     def lock(self, path: str | os.PathLike | None = None) -> Iterator[None]:
         """Hold `<path or root>/.lock` for this process (flock: released when the process dies);
         ConfigError('out', ...) naming the holder if another live process has it."""
-
         folder = Path(path) if path is not None else self.root
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file(folder), os.O_RDWR | os.O_CREAT, 0o644)

@@ -227,7 +227,7 @@ class Trial:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same order after a resume
         bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
         self.probed = None
-        end = (epoch + 1) * self.steps_per_epoch
+        start, end = epoch * self.steps_per_epoch, (epoch + 1) * self.steps_per_epoch
         with frozen_heap():
             for x, y, _ in batches(self.data.train, cfg.batch_size, shuffle=True, augment=self.augment,
                                    generator=gen):
@@ -236,7 +236,7 @@ class Trial:
                 self.step += 1
                 if bar is not None:
                     bar.update(1)
-                if self.log.pending and (self.step - end + self.steps_per_epoch) % self.look_every == 0:
+                if self.log.pending and (self.step - start) % self.look_every == 0:
                     self.log.flush()  # a short epoch: flush before flush_every steps, for the trigger
                 if self.log.pending == 0:  # just flushed: one cheap host sync every look_every steps
                     if self.log.diverged():

@@ -137,7 +137,7 @@ class PartWriter:
         arrays = [pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(n, f.type)
                   for f in self.schema]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
-        final = atomic_write(self.dir / f"part-{name or f'{self.seq:06d}'}.parquet",
+        final = atomic_write(self.named(name or f"{self.seq:06d}"),
                              lambda tmp: pq.write_table(table, tmp))
         if name is None:
             self.seq += 1
@@ -148,9 +148,7 @@ class PartWriter:
         when nothing is left); numbered parts then go on after the last file left."""
         if not self.dir.is_dir():
             return
-        for path in self.dir.iterdir():
-            if path.name.startswith("."):  # a temporary file of an interrupted write
-                path.unlink()
+        self._drop_temporary()
         for path in covered_parts(list(self._numbered())):  # left by a crash during a compaction
             path.unlink()
         for path in sorted(self.dir.glob("part-*.parquet")):
@@ -164,6 +162,16 @@ class PartWriter:
                 atomic_write(path, lambda tmp: pq.write_table(kept, tmp))
         self.seq = self._next_free()
 
+    def _drop_temporary(self) -> None:
+        """Delete the temporary files of interrupted writes (hidden names, atomic_write)."""
+        for path in self.dir.iterdir():
+            if path.name.startswith("."):
+                path.unlink()
+
+    def named(self, name: str) -> Path:
+        """The file of a named part (`write(..., name=)`)."""
+        return self.dir / f"part-{name}.parquet"
+
     def _numbered(self) -> dict[Path, tuple[int, int]]:
         return {p: r for p in self.dir.iterdir() if (r := part_range(p.name))} if self.dir.is_dir() else {}
 
@@ -172,9 +180,7 @@ class PartWriter:
         files) and the parts a merged file covers (left by a crash during a compaction)."""
         if not self.dir.is_dir():
             return
-        for path in self.dir.iterdir():
-            if path.name.startswith("."):
-                path.unlink()
+        self._drop_temporary()
         numbered = self._numbered()
         for path, (first, last) in numbered.items():
             if first >= self.seq:
@@ -339,7 +345,7 @@ class EnergyLog:
 
     def clear_stop(self) -> None:
         """Delete the stop's `events` row (a trial trained again from before its stop)."""
-        (PartWriter(self.out, "events", self.trial, 0).dir / "part-stop.parquet").unlink(missing_ok=True)
+        PartWriter(self.out, "events", self.trial, 0).named("stop").unlink(missing_ok=True)
 
     def keep_before(self, epoch: int) -> None:
         """Drop every row of epochs >= `epoch` (a restart from an earlier checkpoint), and the stop."""
@@ -347,7 +353,7 @@ class EnergyLog:
             part.keep_before(epoch)
         self.clear_stop()
 
-    def read(self, table: str, columns: list[str]) -> pa.Table:
+    def read(self, table: str, columns: list[str]) -> pa.Table | None:
         """`columns` of the trial's rows of `table` written so far (files a merged one covers skipped)."""
         files = visible_parts(sorted(self.parts[table].dir.glob("part-*.parquet")))
         return pa.concat_tables([pq.read_table(p, columns=columns) for p in files]) if files else None
