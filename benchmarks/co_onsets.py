@@ -67,6 +67,8 @@ def _parse(text: str, current):
         return float(text)
     if isinstance(current, str):
         return text
+    if isinstance(current, list):  # [0.5,0.75]
+        return [float(v) for v in text.strip("[]").split(",") if v.strip()]
     for cast in (int, float):  # an empty (None) field: guess
         try:
             return cast(text)

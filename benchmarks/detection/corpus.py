@@ -1,6 +1,6 @@
 """The detection corpus: full-length Fashion-MNIST trials with the stopper off, and their labels.
 
-    python benchmarks/detection/corpus.py run RUNDIR [--jobs 2] [--seeds 0,1,2,3,4,5] [--grid outside]
+    python benchmarks/detection/corpus.py run RUNDIR [--jobs 2] [--seeds 0,1,2,3,4,5] [--grid outside|ro]
     python benchmarks/detection/corpus.py pack RUNDIR        # -> benchmarks/detection/corpus/*.parquet
     python benchmarks/detection/corpus.py list               # the grid, one trial a line
 
@@ -75,12 +75,36 @@ OUTSIDE: list[tuple[str, list[str]]] = [
     ("n_fgsm-e0.30-n10k-b256", ["method=n_fgsm", "attack.eps=0.3", "batch_size=256", *MID]),
     ("pgd3-e0.20-n10k", ["method=pgd", "attack.steps=3", "attack.eps=0.2", *MID]),
 ]
-GRIDS = {"corpus": GRID, "outside": OUTSIDE}
+
+# The robust-overfitting segment (issue 24; docs/detection.md, "Robust overfitting"): multi-step AT of
+# model=wide_cnn on 1,000 images, 100 epochs, Rice et al.'s piecewise lr with its one decay (x0.3) at 15% of
+# training and no weight decay (pilot h's setting, shortened), PGD-5 with step 2.5 eps / 5. Its evaluation is
+# PGD-5 (the training attack) on 1,000 val images: about 7 s an epoch, 12 min a trial on one thread. The
+# healthy counterpart decays only at 90%, so that it has no time to overfit after the decay.
+RO_COMMON = ["model=wide_cnn", "data.subset=1000", "batch_size=64", "epochs=100", "schedule=piecewise",
+             "schedule.factor=0.3", "optim.weight_decay=0", "attack.steps=5", "data.val_size=1000",
+             "data.probe_size=256", "data.test_size=500", "eval.pgd_steps=5", "eval.restarts=1",
+             "precision=bf16", "channels_last=true", "threads=1", "device=cpu"]
+DECAY, LATE_DECAY = ["schedule.milestones=[0.15]"], ["schedule.milestones=[0.9]"]
+RO: list[tuple[str, list[str]]] = [
+    ("pgd5-e0.15-n1k-decay", ["method=pgd", "attack.eps=0.15", *DECAY]),
+    ("pgd5-e0.15-n1k-late", ["method=pgd", "attack.eps=0.15", *LATE_DECAY]),
+    ("weat_adv5-e0.15-n1k-decay", ["method=weat_adv", "attack.eps=0.15", *DECAY]),
+    ("trades5-e0.15-n1k-decay", ["method=trades", "attack.eps=0.15", *DECAY]),
+    ("pgd5-e0.10-n1k-decay", ["method=pgd", "attack.eps=0.1", *DECAY]),
+]
+GRIDS = {"corpus": GRID, "outside": OUTSIDE, "ro": RO}
+
+
+def segment_of(trial: str) -> str:
+    """'ro' for a trial of the RO segment, else 'co' (the single-step corpus and its outside split)."""
+    return "ro" if trial.rsplit("-s", 1)[0] in {name for name, _ in RO} else "co"
 
 
 def trials(seeds: tuple[int, ...] = SEED_ORDER, grid: str = "corpus") -> list[list[str]]:
     """Every trial's overrides, seed by seed; the trial id names the grid point and the seed."""
-    return [[*COMMON, *overrides, f"seed={s}", f"trial_id={name}-s{s}"] for s in seeds
+    common = RO_COMMON if grid == "ro" else COMMON
+    return [[*common, *overrides, f"seed={s}", f"trial_id={name}-s{s}"] for s in seeds
             for name, overrides in GRIDS[grid]]
 
 
@@ -97,7 +121,8 @@ def pack(rundir: Path, dest: Path = CORPUS) -> dict[str, int]:
 
     logs = SweepLogs([str(rundir)])
     info = logs.trials().filter(pl.col("status") == "finished")
-    info = info.with_columns(pl.col("seed").map_elements(split_of, return_dtype=pl.String).alias("split"))
+    info = info.with_columns(pl.col("seed").map_elements(split_of, return_dtype=pl.String).alias("split"),
+                             pl.col("trial").map_elements(segment_of, return_dtype=pl.String).alias("segment"))
     ids = info["trial"].to_list()
     dest.mkdir(parents=True, exist_ok=True)
     counts = {}
@@ -141,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list")
     a = ap.parse_args(argv)
     if a.cmd == "list":
-        print("\n".join(" ".join(t) for t in trials()))
+        print("\n".join(" ".join(t) for grid in GRIDS for t in trials(grid=grid)))
     elif a.cmd == "run":
         done = packed()
         seeds = a.seeds or ",".join(map(str, SPLITS["outside"] if a.grid == "outside" else SEED_ORDER))

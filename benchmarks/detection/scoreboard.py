@@ -45,34 +45,40 @@ def load(corpus: Path = CORPUS) -> dict[str, pl.DataFrame]:
 # ----------------------------------------------------------------- labels (ground truth)
 
 
-def label(acc: list[float], reference: float) -> tuple[str, int | None]:
-    """(label, onset epoch) of one val PGD curve; `reference` is R(eps, n) of docs/detection.md."""
+def label(acc: list[float], reference: float, decay: int | None = None) -> tuple[str, int | None]:
+    """(label, onset epoch) of one val PGD curve; `reference` is R(eps, n) of docs/detection.md. `decay`: the
+    first epoch trained after the lr's first decay, for the RO segment, whose robust overfitting counts only
+    after it (Rice et al.): the best epoch is looked for from there on; None: anywhere."""
     for e in range(1, len(acc)):
         before = max(acc[:e])
         if acc[e] <= COLLAPSE_RATIO * before and before - acc[e] >= COLLAPSE_DROP:
             return "collapse", e
     if max(acc) < NEVER_ROBUST_RATIO * reference:
         return "never_robust", 0
-    best = max(range(len(acc)), key=acc.__getitem__)
-    if best < len(acc) - 1 and acc[best] - acc[-1] >= RO_GAP:
+    best = max(range(decay or 0, len(acc)), key=acc.__getitem__, default=None)
+    if best is not None and best < len(acc) - 1 and acc[best] - acc[-1] >= RO_GAP:
         return "robust_overfitting", best + 1
     return "healthy", None
 
 
 def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """One row per trial: config keys, split, val curve, label, onset epoch and step."""
-    t = c["trials"].select("trial", "seed", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
+    trials = c["trials"] if "segment" in c["trials"].columns else c["trials"].with_columns(segment=pl.lit(None, pl.String))
+    t = trials.select("trial", "seed", "segment", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
                            pl.col("data.subset").alias("n"), pl.col("schedule.name").alias("schedule"), "epochs",
                            probe_steps=probe_steps())
-    t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""))
+    t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""),
+                       segment=pl.col("segment").fill_null("co"))
     curves = (c["epochs"].filter(pl.col("split") == "val").sort("trial", "epoch")
-              .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), last_step=pl.col("step").max()))
+              .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), lr=pl.col("lr"),
+                                                          last_step=pl.col("step").max()))
     t = t.join(curves, on="trial")
     best = t.with_columns(best=pl.col("acc").list.max()).group_by("eps", "n").agg(ref=pl.col("best").median())
     t = t.join(best, on=["eps", "n"])
     rows = []
     for r in t.iter_rows(named=True):
-        lab, onset = label(r["acc"], r["ref"])
+        decay = next((e for e, lr in enumerate(r["lr"]) if lr < r["lr"][0]), len(r["lr"]))
+        lab, onset = label(r["acc"], r["ref"], decay if r["segment"] == "ro" else None)
         spe = (r["last_step"] + 1) // len(r["acc"])
         rows.append(r | {"label": lab, "onset": onset, "onset_step": None if onset is None else onset * spe,
                          "steps_per_epoch": spe, "total_steps": r["last_step"] + 1,
