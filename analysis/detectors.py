@@ -486,51 +486,56 @@ def with_trigger(events: pl.DataFrame, fires: pl.DataFrame) -> pl.DataFrame:
 def ro(
     epochs: Frame,
     *,
-    margin: float = 0.05,
-    min_rise: float = 0.02,
-    smooth: int = 3,
-    energy_drop: float | None = None,
+    patience: int | None = 5,
+    gap_rise: float | None = 3.0,
 ) -> pl.DataFrame:
-    """Robust overfitting (kind 'ro').
+    """Robust overfitting (kind 'ro'), after the learning rate's first decay (Rice et al.).
 
-    With v and t the trailing `smooth`-epoch means of val-split and probe-split
-    (train) acc_pgd, fires at the first epoch where v is >= `margin` below its
-    running peak while t is >= `min_rise` above its value at the peak epoch.
-    The energy signature (probe dE vs its expanding median up to the peak epoch)
-    is reported in the evidence; with `energy_drop` set, dE must also have fallen
-    by at least that much. score = peak - v.
+    Looks only at epochs whose lr is below the first epoch's (a trial without a decay never fires)
+    and fires at the first one where both conditions that are set hold:
+    - `patience`: val acc_pgd has not beaten its best since the decay for that many epochs (Rice
+      et al.'s early-stopping rule);
+    - `gap_rise`: the training minus held-out energy gap g = dE(x,y) on the training probe - dE(x,y)
+      on val (both under the evaluation PGD; dE(x,y) < 0 is the true logit's drop under attack) is
+      >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
+      g's epoch-to-epoch changes before the decay (the trial's own units). Robust overfitting fits the
+      training set's adversarial examples (their drop shrinks) while the held-out ones' natural and
+      adversarial energies drift apart.
+    score = epochs since the best val acc_pgd.
     """
-    cols = ["trial", "epoch", "acc_pgd", "de"]
-    val = _ordered_epochs(epochs, "val", cols).select("trial", "epoch", val="acc_pgd")
-    probe = _ordered_epochs(epochs, "probe", cols).select(
-        "trial", "epoch", train="acc_pgd", de=_finite("de")
-    )
-    smooth_mean = lambda c: pl.col(c).rolling_mean(smooth, min_samples=smooth).over("trial")  # noqa: E731
-    at_peak = pl.col("v") >= pl.col("peak")
+    post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
+    best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
+    new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
+    dg = pl.col("gap").diff().over("trial")
+    pre_dg = pl.when(~pl.col("post")).then(dg)
+    noise = MAD_TO_SD * (pre_dg - pre_dg.median()).abs().median().over("trial")
+    low = pl.when(pl.col("post")).then(pl.col("gap")).otherwise(math.inf).cum_min().over("trial")
     e = (
-        val.join(probe, on=["trial", "epoch"], how="left")
+        _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr"])
+        .rename({"acc_pgd": "val", "de_y": "de_val"})
+        .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
+              on=["trial", "epoch"], how="left")
         .sort("trial", "epoch")
-        .with_columns(v=smooth_mean("val"), t=smooth_mean("train"),
-                      de_med=pl.col("de").cumulative_eval(pl.element().median()).over("trial"))
-        .with_columns(peak=pl.col("v").cum_max().over("trial"))
-        .with_columns(
-            peak_epoch=pl.when(at_peak).then(pl.col("epoch")).forward_fill().over("trial"),
-            t_peak=pl.when(at_peak).then(pl.col("t")).forward_fill().over("trial"),
-            plateau=pl.when(at_peak).then(pl.col("de_med")).forward_fill().over("trial"),
-        )
-        .with_columns(score=pl.col("peak") - pl.col("v"), rise=pl.col("t") - pl.col("t_peak"))
+        .with_columns(post=post, gap=pl.col("de_train") - pl.col("de_val"))
+        .with_columns(best=best, noise=noise, rise=pl.col("gap") - low)
+        .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
+                      decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))
+        .with_columns(score=(pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64))
     )
-    hit = (pl.col("score") >= margin) & (pl.col("rise") >= min_rise)
-    if energy_drop is not None:
-        hit = hit & (pl.col("de") - pl.col("plateau") <= -energy_drop)
+    hit = pl.col("post")
+    if patience is not None:
+        hit = hit & (pl.col("score") >= patience)
+    if gap_rise is not None:
+        hit = hit & (pl.col("rise") >= gap_rise * pl.col("noise"))
     first = _first(e, hit, "epoch").with_columns(
         step=pl.lit(None, pl.Int64),
         evidence=pl.concat_str(
-            pl.lit(f"epoch: val acc_pgd ({smooth}-epoch mean) "), _f(pl.col("v")),
-            pl.lit(" is "), _f(pl.col("score")), pl.lit(" below its peak "), _f(pl.col("peak")),
-            pl.lit(" (epoch "), pl.col("peak_epoch").cast(pl.String),
-            pl.lit(") while train acc_pgd rose "), _f(pl.col("rise")),
-            pl.lit("; probe dE "), _f(pl.col("de")), pl.lit(" vs plateau "), _f(pl.col("plateau")),
+            pl.lit("epoch: after the lr decay at epoch "), pl.col("decay").cast(pl.String),
+            pl.lit(", val acc_pgd "), _f(pl.col("val")), pl.lit(" has not beaten its best "), _f(pl.col("best")),
+            pl.lit(" (epoch "), pl.col("best_epoch").cast(pl.String), pl.lit(") for "),
+            pl.col("score").cast(pl.Int64).cast(pl.String), pl.lit(" epochs; train - val dE(x,y) gap "),
+            _f(pl.col("gap")), pl.lit(" rose "), _f(pl.col("rise")), pl.lit(" since the decay ("),
+            _f(pl.col("rise") / pl.col("noise"), 1), pl.lit(" x its pre-decay noise)"),
         ),
     )
     return _events(first, "ro")

@@ -1,0 +1,88 @@
+"""Choose the `ro` detector's settings on the dev split (issue 24; docs/detection.md, "Robust overfitting").
+
+    python benchmarks/detection/choose_ro.py [--corpus DIR]
+
+Written, with its candidates and its rule, before any trial of the RO segment was labelled or scored.
+`ro` looks only after the lr's first decay and fires where its set conditions hold: `patience`,
+val PGD has not beaten its best since the decay for that many epochs (Rice et al.'s rule), and
+`gap_rise`, the train - val dE(x,y) gap rose that many times its pre-decay noise
+(analysis/detectors.py). Candidates: every pair of PATIENCE x GAP_RISE but (None, None).
+
+The rule, on the dev split (every segment: a false stop on a single-step trial counts too):
+  1. fewest false stops (trials labelled healthy that the rule stops);
+  2. among those, the rules whose mean harm on the dev trials it stops is <= 0.01 of val PGD, if any;
+  3. the most RO trials stopped no later than 3 epochs after their best epoch (onset + 2);
+  4. then the lower mean harm, the fewer conditions, the smaller patience, the smaller gap_rise.
+Harm: the best val PGD of the full run minus the best the trial kept up to its stop (its best
+checkpoint). Rice et al.'s baseline is chosen by the same rule among the patience-only candidates,
+the energy-only rule among the gap-only ones.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+from analysis.detectors import ro  # noqa: E402
+from scoreboard import CORPUS, labels, load  # noqa: E402
+
+PATIENCE = (None, 2, 3, 5, 10, 20)
+GAP_RISE = (None, 2.0, 3.0, 5.0, 8.0, 12.0)
+RO_WINDOW = 2  # epochs after the labelled onset (the epoch after the best): best + 3
+HARM_LIMIT = 0.01
+
+
+def candidates() -> list[tuple[int | None, float | None]]:
+    return [(p, g) for p in PATIENCE for g in GAP_RISE if (p, g) != (None, None)]
+
+
+def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_rise: float | None) -> dict:
+    """One candidate's figures on the trials of `lab`."""
+    stops = ro(epochs, patience=patience, gap_rise=gap_rise).select("trial", stop="epoch")
+    t = lab.join(stops, on="trial", how="left")
+    stopped = pl.col("stop").is_not_null()
+    kept = pl.col("acc").list.head(pl.col("stop") + 1).list.max()
+    t = t.with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - kept))
+    ro_trials = t.filter(pl.col("label") == "robust_overfitting")
+    return {"patience": patience, "gap_rise": gap_rise,
+            "false_stops": t.filter((pl.col("label") == "healthy") & stopped).height,
+            "ro_in_window": ro_trials.filter(stopped & (pl.col("stop") <= pl.col("onset") + RO_WINDOW)).height,
+            "ro_stopped": ro_trials.filter(stopped).height, "ro_trials": ro_trials.height,
+            "harm_mean": t.filter(stopped)["harm"].mean() or 0.0, "harm_worst": t["harm"].max() or 0.0}
+
+
+def choose(rows: list[dict]) -> dict:
+    """The module docstring's rule."""
+    fewest = min(r["false_stops"] for r in rows)
+    pool = [r for r in rows if r["false_stops"] == fewest]
+    pool = [r for r in pool if r["harm_mean"] <= HARM_LIMIT] or pool
+    return min(pool, key=lambda r: (-r["ro_in_window"], r["harm_mean"],
+                                    (r["patience"] is not None) + (r["gap_rise"] is not None),
+                                    r["patience"] or 0, r["gap_rise"] or 0.0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default=str(CORPUS))
+    a = ap.parse_args(argv)
+    c = load(Path(a.corpus))
+    lab = labels(c).filter(pl.col("split") == "dev")
+    epochs = c["epochs"].filter(pl.col("trial").is_in(lab["trial"].to_list()))
+    rows = [evaluate(epochs, lab, p, g) for p, g in candidates()]
+    print(pl.DataFrame(rows).sort("false_stops", "ro_in_window", descending=[False, True]))
+    for name, pool in [("ro (both)", rows), ("Rice et al. (patience only)", [r for r in rows if r["gap_rise"] is None]),
+                       ("energy only (gap only)", [r for r in rows if r["patience"] is None])]:
+        best = choose(pool)
+        print(f"{name}: patience={best['patience']} gap_rise={best['gap_rise']} -> false stops {best['false_stops']}, "
+              f"RO in window {best['ro_in_window']}/{best['ro_trials']}, mean harm {best['harm_mean']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
