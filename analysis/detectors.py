@@ -516,7 +516,7 @@ def ro(
         .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
               on=["trial", "epoch"], how="left")
         .sort("trial", "epoch")
-        .with_columns(post=post, gap=pl.col("de_train") - pl.col("de_val"))
+        .with_columns(post=post, gap=_finite("de_train") - _finite("de_val"))
         .with_columns(best=best, noise=noise, rise=pl.col("gap") - low)
         .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
                       decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))

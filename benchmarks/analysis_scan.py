@@ -107,8 +107,8 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator,
     ep = np.arange(epochs)
     train = 0.3 + 0.25 * (1 - np.exp(-ep / 15)) + rng.normal(0, 0.01, epochs)
     val = train - 0.02 + rng.normal(0, 0.01, epochs)
+    decay = epochs * 3 // 4  # the lr's decay, as the batches'
     if ro:  # after the lr decay: train keeps rising, val falls
-        decay = epochs * 3 // 4
         train += np.where(ep > decay, 0.01 * (ep - decay), 0)
         val -= np.where(ep > decay, 0.006 * (ep - decay), 0)
     if co_epoch is not None:
@@ -124,7 +124,10 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator,
         "split": pa.array(["probe"] * epochs + ["val"] * epochs), "n": np.full(m, 1000, np.int32),
         "acc_nat": np.clip(np.concatenate([train, val]) + 0.35, 0, 1).astype(f32),
         "acc_pgd": np.clip(np.concatenate([train, val]), 0, 1).astype(f32),
-        "de": np.tile(ep_de, 2).astype(f32), "de_y": np.tile(1.2 * ep_de, 2).astype(f32),
+        "de": np.tile(ep_de, 2).astype(f32),
+        # after the decay an RO trial's val dE(x,y) drifts below its training probe's: the gap `ro` reads
+        "de_y": np.concatenate([1.2 * ep_de, 1.2 * ep_de - (0.02 * np.maximum(ep - decay, 0) if ro else 0)]).astype(f32),
+        "lr": np.tile(np.where(ep < decay, cfg["optim.lr"], cfg["optim.lr"] / 10), 2).astype(f32),
         "de_std": np.full(m, 0.7, f32),
     }
     eschema = arrow_schema("epochs")
@@ -201,7 +204,7 @@ def _write_trials(root: Path, run_dir: RunDir, trials: int, epochs: int, steps: 
         batches.compact(batches.seq)
         ep_writer.compact(ep_writer.seq)
         run_dir.write_config(tid, {**_config(i), "epochs": epochs, "trial_id": tid, "out": str(root)})
-        run_dir.write_result(tid, {"status": "failed" if i == 7 else "finished", "reason": None,
+        run_dir.write_result(tid, {"trial": tid, "status": "failed" if i == 7 else "finished", "reason": None,
                                    "epochs_done": epochs})
 
 
@@ -300,22 +303,25 @@ def pandas_co_pgd(ep: pd.DataFrame, ratio=0.5, min_drop=0.1, z=3.0):
     score = best - a
     zs = score / np.sqrt(pooled * (1 - pooled) * (1 / n_best + 1 / n))
     hit = (a <= ratio * best) & (score >= min_drop) & (zs >= z)
-    return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe", step=np.nan)
+    # as analysis.detectors: the event carries its probe row's step (mid-epoch probes stop there)
+    return _first(e[["trial", "epoch", "step"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe")
 
 
-def pandas_ro(ep: pd.DataFrame, margin=0.05, min_rise=0.02, smooth=3):
-    val = ep[ep["split"] == "val"][["trial", "epoch", "acc_pgd"]].rename(columns={"acc_pgd": "val"})
-    tr = ep[ep["split"] == "probe"][["trial", "epoch", "acc_pgd"]].rename(columns={"acc_pgd": "train"})
+def pandas_ro(ep: pd.DataFrame, patience=5, gap_rise=3.0):
+    val = ep[ep["split"] == "val"][["trial", "epoch", "acc_pgd", "de_y", "lr"]].rename(
+        columns={"acc_pgd": "val", "de_y": "de_val"})
+    tr = ep[ep["split"] == "probe"][["trial", "epoch", "de_y"]].rename(columns={"de_y": "de_train"})
     e = val.merge(tr, on=["trial", "epoch"], how="left").sort_values(["trial", "epoch"]).reset_index(drop=True)
-    g = e.groupby("trial")
-    e["v"] = g["val"].transform(lambda s: s.rolling(smooth).mean())
-    e["t"] = g["train"].transform(lambda s: s.rolling(smooth).mean())
-    e["peak"] = e.groupby("trial")["v"].cummax()
-    at_peak = e["v"] >= e["peak"]
-    e["t_peak"] = e["t"].where(at_peak)
-    e["t_peak"] = e.groupby("trial")["t_peak"].ffill()
-    score = e["peak"] - e["v"]
-    hit = (score >= margin) & (e["t"] - e["t_peak"] >= min_rise)
+    t = e["trial"]
+    post = (e["lr"] < e.groupby("trial")["lr"].transform("first")).astype(int).groupby(t).cummax().astype(bool)
+    best = e["val"].where(post, -np.inf).groupby(t).cummax()
+    best_epoch = e["epoch"].where(post & (best != best.groupby(t).shift(1))).groupby(t).ffill()
+    score = (e["epoch"] - best_epoch).astype("float64")
+    gap = e["de_train"] - e["de_val"]
+    pre = gap.groupby(t).diff().where(~post)
+    noise = 1.4826 * (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
+    rise = gap - gap.where(post, np.inf).groupby(t).cummin()
+    hit = post & (score >= patience) & (rise >= gap_rise * noise)
     return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="ro", step=np.nan)
 
 

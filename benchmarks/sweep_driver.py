@@ -52,7 +52,7 @@ def simulated_trial(config: dict, configs: dict[str, dict]) -> None:
     tid, i, steps = cfg.trial_id, list(configs).index(config["trial"]), int(os.environ["SIM_STEPS"])
     run_dir = RunDir(cfg.out)
     run_dir.write_config(tid, configs[config["trial"]])
-    run_dir.write_result(tid, {"status": "running", "epochs_done": 0})
+    run_dir.write_result(tid, {"trial": tid, "status": "running", "epochs_done": 0})
     table, etable, _ = _trial(i, cfg.epochs, steps, np.random.default_rng(1000 + i), name=tid)
     batches, epochs = PartWriter(cfg.out, "batches", tid, seq=0), PartWriter(cfg.out, "epochs", tid, seq=0)
     rule, committed, stop_s, status = stop_rule(cfg), {"batches": 0, "epochs": 0}, 0.0, "finished"
@@ -72,7 +72,7 @@ def simulated_trial(config: dict, configs: dict[str, dict]) -> None:
             break
     batches.compact(batches.seq)  # as the trial does when it ends
     epochs.compact(epochs.seq)
-    run_dir.write_result(tid, {"status": status, "epochs_done": e + 1})
+    run_dir.write_result(tid, {"trial": tid, "status": status, "epochs_done": e + 1})
 
 
 def timed(callback) -> dict:

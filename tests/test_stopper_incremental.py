@@ -49,10 +49,11 @@ def test_incremental_decision_equals_a_fresh_read_at_every_epoch(tmp_path, stop_
 @pytest.mark.parametrize("kind_of_trial", [{"co_epoch": 4}, {"nan_step": 230}, {"ro_peak": 5}])
 def test_incremental_decision_on_a_stream_written_epoch_by_epoch(tmp_path, kind_of_trial) -> None:
     """Synthetic streams with a collapse, a NaN or robust overfitting, written a few parts per epoch."""
-    tables = synth_trial("t", epochs=10, steps=50, **kind_of_trial)
+    epochs = 30 if "ro_peak" in kind_of_trial else 10  # robust overfitting is seen epochs after its peak
+    tables = synth_trial("t", epochs=epochs, steps=50, **kind_of_trial)
     stop_on = ("co_energy", "co_pgd_probe", "ro", "nan")
     incremental, fired = EnergyStop(tmp_path, "t", stop_on), []
-    for epoch in range(10):
+    for epoch in range(epochs):
         for name, table in tables.items():
             rows = table.filter(pc.equal(table["epoch"], epoch))
             folder = RunDir(tmp_path).table(name, "t")

@@ -3,8 +3,9 @@
 `synth_trial` makes one trial's batches/epochs/probes tables with the shapes of
 docs/methods.md#signatures (healthy FGSM: batch dE around -0.6, the measured eps 0.15
 run's -0.6 to -1.0; CO: dE jumps to about -4.5, inside the measured -3 to -6, and
-stays, de_std widens, PGD probe accuracy collapses; RO: val PGD accuracy falls from a
-peak while train PGD accuracy rises and dE drifts negative from -0.15, the CIFAR-10 SAT
+stays, de_std widens, PGD probe accuracy collapses; RO: the lr decays x0.1 two epochs before
+the peak (at least 3 epochs in), then val PGD accuracy falls from the peak while train PGD
+accuracy rises, and the val split's dE drifts negative from the probe's -0.15, the CIFAR-10 SAT
 level).
 `write_sweep` lays tables out as a sweep directory, several parts per trial.
 """
@@ -55,7 +56,7 @@ def synth_trial(
     seed: int = 0,
 ) -> dict[str, pa.Table]:
     """One trial's tables. co_epoch: CO from the first step of that epoch;
-    ro_peak: val robust accuracy peaks there, then falls; nan_step: loss/energies NaN from there."""
+    ro_peak: val robust accuracy peaks there, after an lr decay, then falls; nan_step: loss/energies NaN from there."""
     rng = np.random.default_rng(seed)
     n = epochs * steps
     step = np.arange(n)
@@ -97,7 +98,8 @@ def synth_trial(
         train_pgd = 0.30 + 0.04 * ep + rng.normal(0, 0.005, epochs)
         val_pgd = 0.30 + 0.04 * np.minimum(ep, ro_peak) - 0.03 * np.maximum(ep - ro_peak, 0)
         val_pgd += rng.normal(0, 0.005, epochs)
-        ep_de = -0.15 - 0.06 * np.maximum(ep - ro_peak, 0) + rng.normal(0, 0.01, epochs)
+        ep_de = -0.15 + rng.normal(0, 0.01, epochs)
+        val_de = ep_de - 0.06 * np.maximum(ep - ro_peak, 0) + rng.normal(0, 0.01, epochs)
     if shape == "noisy":
         train_pgd += rng.normal(0, 0.03, epochs)
         val_pgd += rng.normal(0, 0.03, epochs)
@@ -106,19 +108,21 @@ def synth_trial(
         val_pgd[ep >= co_epoch] = 0.02
     last_step = (ep + 1) * steps - 1
     rows = {k: [] for k in ("epoch", "step", "split", "acc_pgd", "acc_nat", "de", "de_std")}
-    for split, acc in (("probe", train_pgd), ("val", val_pgd)):
+    val_de = val_de if ro_peak is not None else ep_de
+    lr = np.full(epochs, 0.05) if ro_peak is None else np.where(ep >= max(ro_peak - 2, 3), 0.005, 0.05)
+    for split, acc, split_de in (("probe", train_pgd, ep_de), ("val", val_pgd, val_de)):
         rows["epoch"] += list(ep)
         rows["step"] += list(last_step)
         rows["split"] += [split] * epochs
         rows["acc_pgd"] += list(np.clip(acc, 0, 1))
         rows["acc_nat"] += list(np.clip(acc + 0.35, 0, 1))
-        rows["de"] += list(ep_de)
+        rows["de"] += list(split_de)
         rows["de_std"] += list(ep_std)
     m = 2 * epochs
     ep_cols = {
         **rows, "schema_version": np.full(m, SCHEMA_VERSION), "trial": [trial] * m,
         "method": ["fgsm"] * m, "n": np.full(m, 1000), "de_y": 1.2 * np.array(rows["de"]),
-        "lr": np.full(m, 0.05), "train_loss": np.full(m, 1.0), "wall_time": np.full(m, 1.7e9),
+        "lr": np.tile(lr, 2), "train_loss": np.full(m, 1.0), "wall_time": np.full(m, 1.7e9),
     }
 
     # probe samples: per-sample dE around the epoch level; at CO half jump to about -6
