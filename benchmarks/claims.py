@@ -21,6 +21,11 @@ Verdict rules:
   on either side. Reproduced when PGD-AT's mean drift is below 0 AND below TRADES's mean drift
   by more than the larger of their two drift sds AND TRADES's late dE(x) is closer to 0 than
   PGD-AT's (|mean| smaller). Not reproduced otherwise.
+- The RO claims (6-8), on the RO segment's test seeds (`ro_verdicts`; docs/claims.md states them):
+  RO gap = best minus final val PGD per trial. 6: PGD-AT is labelled robust overfitting in at least
+  two thirds of its trials. 7: a method's mean RO gap below PGD-AT's by more than the larger sd
+  (above by more: contradicted). 8: Spearman correlation of the final epoch's mean |dE(x)| of the
+  training batches and the RO gap over the three methods' trials, 95% bootstrap interval above 0.
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ sys.path.insert(0, str(HERE / "detection"))
 sys.path.insert(0, str(HERE.parent))
 
 import scoreboard  # noqa: E402
-from corpus import COMMON, GRID, LARGE  # noqa: E402
+from corpus import COMMON, GRID, LARGE, RO  # noqa: E402
 
 CORPUS = scoreboard.CORPUS
 MIN_SEEDS = 2  # an sd needs two seeds
@@ -77,6 +82,14 @@ COMPARISONS: list[tuple[str, str, str, str]] = [
     ("3", "rs_fgsm-e0.30-n5k", "fgsm-e0.25-n5k", "eps differ: 0.30 vs 0.25 (the corpus's only FGSM on 5k)"),
 ]
 ENERGY_POINTS = ("pgd3-e0.30-n20k", "trades3-e0.20-n20k")  # claim 4: eps differ (0.30 vs 0.20)
+RO_CLAIMS = {
+    "6": ("PGD-AT overfits robustly after the lr decay", "Rice et al."),
+    "7": ("TRADES and WEAT-ADV overfit robustly less than PGD-AT", "TRADES, WEAT"),
+    "8": ("Energy alignment goes with less robust overfitting: final mean abs dE(x) of training batches vs RO gap", "WEAT"),
+}
+RO_POINTS = {"pgd": "pgd5-e0.15-n1k-decay", "trades": "trades5-e0.15-n1k-decay", "weat_adv": "weat_adv5-e0.15-n1k-decay"}
+assert set(RO_POINTS.values()) <= {name for name, _ in RO}
+BOOTSTRAP = 2000
 
 
 # ----------------------------------------------------------------- verdict rules (fixed before the numbers)
@@ -113,6 +126,50 @@ def energy_verdict(pgd: dict | None, trades: dict | None, min_seeds: int = MIN_S
            f"({'met' if apart else 'not met'}); late |dE| TRADES {abs(trades['late_mean']):.3f} vs "
            f"PGD-AT {abs(pgd['late_mean']):.3f} ({'nearer 0' if nearer else 'not nearer 0'})")
     return ("reproduced" if negative and apart and nearer else "not reproduced"), why
+
+
+def ro_share_verdict(labels: list[str], min_seeds: int = MIN_SEEDS) -> tuple[str, str]:
+    """Claim 6 from the PGD-AT point's labels."""
+    if len(labels) < min_seeds:
+        return "not testable here", f"fewer than {min_seeds} seeds ({len(labels)})"
+    k = labels.count("robust_overfitting")
+    ok = 3 * k >= 2 * len(labels)
+    return ("reproduced" if ok else "not reproduced"), f"{k} of {len(labels)} trials labelled robust overfitting (needs 2/3)"
+
+
+def ro_gap_verdict(method: list[float], pgd: list[float], pgd_overfits: bool,
+                   min_seeds: int = MIN_SEEDS) -> tuple[str, str]:
+    """Claim 7 for one method: its RO gaps against PGD-AT's."""
+    if not pgd_overfits:
+        return "not testable here", "claim 6 does not hold here: no robust overfitting to reduce"
+    if len(method) < min_seeds or len(pgd) < min_seeds:
+        return "not testable here", f"fewer than {min_seeds} seeds ({len(method)} vs {len(pgd)})"
+    mean = lambda v: sum(v) / len(v)  # noqa: E731
+    sd = lambda v: math.sqrt(sum((x - mean(v)) ** 2 for x in v) / (len(v) - 1))  # noqa: E731
+    margin, diff = max(sd(method), sd(pgd)), mean(method) - mean(pgd)
+    why = f"mean RO gap {mean(method):.3f} vs PGD-AT {mean(pgd):.3f} (difference {diff:+.3f}, margin {margin:.3f})"
+    return ("reproduced" if diff < -margin else "contradicted" if diff > margin else "not reproduced"), why
+
+
+def spearman_verdict(x: list[float], y: list[float], pgd_overfits: bool, seed: int = 0) -> tuple[str, str]:
+    """Claim 8: Spearman correlation of x and y with a 95% bootstrap interval over the pairs."""
+    import numpy as np
+
+    if not pgd_overfits:
+        return "not testable here", "claim 6 does not hold here: no robust overfitting to reduce"
+    if len(x) < 4:
+        return "not testable here", f"{len(x)} trials (needs 4)"
+
+    def rho(a: np.ndarray, b: np.ndarray) -> float:
+        ra, rb = a.argsort().argsort(), b.argsort().argsort()  # ranks (ties are rare with float gaps)
+        return float(np.corrcoef(ra, rb)[0, 1]) if ra.std() and rb.std() else 0.0
+
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    idx = np.random.default_rng(seed).integers(0, len(a), (BOOTSTRAP, len(a)))
+    boots = np.array([rho(a[i], b[i]) for i in idx])
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    r = rho(a, b)
+    return ("reproduced" if r > 0 and lo > 0 else "not reproduced"), f"Spearman {r:+.2f}, 95% interval [{lo:+.2f}, {hi:+.2f}], {len(a)} trials"
 
 
 def _sd(v: float | None) -> float:
@@ -217,6 +274,28 @@ def energy(c: dict[str, pl.DataFrame], pts: pl.DataFrame) -> tuple[pl.DataFrame,
     return stats, verdicts
 
 
+def robust_overfitting(c: dict[str, pl.DataFrame]) -> dict:
+    """Claims 6-8 on the RO segment's test trials: per trial its label, RO gap and final |dE(x)|; the verdicts."""
+    lab = scoreboard.labels(c).filter((pl.col("segment") == "ro") & (pl.col("split") == "test"))
+    final_de = (c["batches"].join(lab.select("trial", last=pl.col("epochs") - 1), on="trial")
+                .filter((pl.col("epoch") == pl.col("last")) & pl.col("de").is_finite())
+                .group_by("trial").agg(final_abs_de=pl.col("de").cast(pl.Float64).abs().mean()))
+    t = (lab.select("trial", "point", "seed", "method", "label", gap=pl.col("acc").list.max() - pl.col("acc").list.last(),
+                    best=pl.col("acc").list.max(), final=pl.col("acc").list.last())
+         .join(final_de, on="trial", how="left").sort("point", "seed"))
+    of = lambda m: t.filter(pl.col("point") == RO_POINTS[m])  # noqa: E731
+    v6 = ro_share_verdict(of("pgd")["label"].to_list())
+    overfits = v6[0] == "reproduced"
+    rows = [{"claim": "6", "method": "pgd", "verdict": v6[0], "why": v6[1]}]
+    for m in ("trades", "weat_adv"):
+        v = ro_gap_verdict(of(m)["gap"].to_list(), of("pgd")["gap"].to_list(), overfits)
+        rows.append({"claim": "7", "method": m, "verdict": v[0], "why": v[1]})
+    three = t.filter(pl.col("point").is_in(list(RO_POINTS.values())) & pl.col("final_abs_de").is_not_null())
+    v8 = spearman_verdict(three["final_abs_de"].to_list(), three["gap"].to_list(), overfits)
+    rows.append({"claim": "8", "method": "pgd, trades, weat_adv", "verdict": v8[0], "why": v8[1]})
+    return {"trials": t.to_dicts(), "verdicts": rows}
+
+
 def apart() -> list[dict]:
     """Claims the corpus cannot answer: the runs of their own that do (commands as run, 3 test seeds),
     and the docs/claims.md section holding their numbers and verdicts."""
@@ -261,6 +340,7 @@ def claims(corpus: Path = CORPUS) -> dict:
         "energy": stats.to_dicts(),
         "energy_verdicts": ev,
         "apart": apart(),
+        "robust_overfitting": robust_overfitting(c),
     }
 
 
@@ -312,6 +392,17 @@ def markdown(r: dict) -> str:
     for v in r["energy_verdicts"]:
         why = v["why"].replace("|", "\\|")
         out.append(f"| 4 | {v['source']} | {v['pgd']} | {v['trades']} | **{v['verdict']}** | {why} |")
+    ro = r["robust_overfitting"]
+    out += ["", "### Claims 6-8: robust overfitting (the RO segment's test seeds)", "",
+            "| # | claim (source) | method | verdict | why |", "|---|---|---|---|---|"]
+    for v in ro["verdicts"]:
+        text, source = RO_CLAIMS[v["claim"]]
+        out.append(f"| {v['claim']} | {text} ({source}) | {v['method']} | **{v['verdict']}** | {v['why']} |")
+    out += ["", "| trial | label | best val PGD | final | RO gap | final-epoch mean abs dE(x), training batches |",
+            "|---|---|---|---|---|---|"]
+    for t in ro["trials"]:
+        de = "-" if t["final_abs_de"] is None else f"{t['final_abs_de']:.3f}"
+        out.append(f"| `{t['trial']}` | {t['label']} | {t['best']:.3f} | {t['final']:.3f} | {t['gap']:.3f} | {de} |")
     out += ["", "### Claims the corpus cannot answer: runs of their own", "",
             "| # | claim (source) | numbers and verdict | commands |", "|---|---|---|---|"]
     for n in r["apart"]:

@@ -101,3 +101,31 @@ def _de(n, drift, sd, late):
 ])
 def test_energy_verdict_follows_its_written_rule(pgd, trades, expected) -> None:
     assert claims.energy_verdict(pgd, trades)[0] == expected
+
+
+@pytest.mark.parametrize("labels, expected", [
+    (["robust_overfitting", "robust_overfitting", "healthy"], "reproduced"),  # 2 of 3
+    (["robust_overfitting", "healthy", "healthy"], "not reproduced"),
+    (["robust_overfitting"], "not testable here"),  # one seed
+])
+def test_ro_share_verdict_follows_its_written_rule(labels, expected) -> None:
+    assert claims.ro_share_verdict(labels)[0] == expected
+
+
+@pytest.mark.parametrize("method, pgd, overfits, expected", [
+    ([0.01, 0.02, 0.015], [0.08, 0.07, 0.09], True, "reproduced"),  # 0.065 lower, sd 0.01
+    ([0.07, 0.09, 0.06], [0.08, 0.07, 0.09], True, "not reproduced"),  # within the sd
+    ([0.20, 0.21, 0.19], [0.08, 0.07, 0.09], True, "contradicted"),
+    ([0.01, 0.02, 0.015], [0.08, 0.07, 0.09], False, "not testable here"),  # claim 6 failed: nothing to reduce
+    ([0.01], [0.08, 0.07, 0.09], True, "not testable here"),
+])
+def test_ro_gap_verdict_follows_its_written_rule(method, pgd, overfits, expected) -> None:
+    assert claims.ro_gap_verdict(method, pgd, overfits)[0] == expected
+
+
+def test_spearman_verdict_needs_an_interval_above_zero() -> None:
+    x = [0.1 * i for i in range(12)]
+    assert claims.spearman_verdict(x, [v + 0.01 * (i % 2) for i, v in enumerate(x)], True)[0] == "reproduced"
+    assert claims.spearman_verdict(x, [1 - v for v in x], True)[0] == "not reproduced"  # perfectly negative
+    assert claims.spearman_verdict(x, [(7 * i) % 12 for i in range(12)], True)[0] == "not reproduced"  # no order
+    assert claims.spearman_verdict(x, x, False)[0] == "not testable here"

@@ -1,6 +1,7 @@
 """The detection scoreboard: every detector and baseline against the corpus's labels, per split.
 
-    python benchmarks/detection/scoreboard.py [--split test|dev|all] [--corpus DIR] [--format md|json]
+    python benchmarks/detection/scoreboard.py [--split test|dev|outside|all] [--segment co|ro] [--corpus DIR]
+                                              [--format md|json]
 
 Reads the packed corpus (benchmarks/detection/corpus/, made by corpus.py), labels each trial from
 its val PGD curve (docs/detection.md, "Labels"), runs the project's detectors with their defaults
@@ -12,6 +13,11 @@ net of the PGD probes the rule ran, in training-step equivalents), and whether e
 training-set size) group's best grid point by final val PGD stays the same under stopping.
 A rule "stops" at the end of the epoch of its first event (the stopper decides after each epoch), or, for
 an event with a step (a probe the energy trigger ran mid-epoch), at that step.
+
+`--segment ro` scores the robust-overfitting segment (corpus.py's RO grid) instead: per rule, the RO
+trials it stops no later than 3 epochs after their best epoch, the healthy ones it stops, the harm
+on the trials it stops, how many epochs after the best it stops, and the steps it saves. Its `ro`,
+Rice et al.'s and the energy-only settings come from the dev split (choose_ro.py's rule).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import polars as pl
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))  # choose_ro
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
@@ -70,14 +77,14 @@ def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
     t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""),
                        segment=pl.col("segment").fill_null("co"))
     curves = (c["epochs"].filter(pl.col("split") == "val").sort("trial", "epoch")
-              .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), lr=pl.col("lr"),
+              .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), lrs=pl.col("lr"),
                                                           last_step=pl.col("step").max()))
     t = t.join(curves, on="trial")
     best = t.with_columns(best=pl.col("acc").list.max()).group_by("eps", "n").agg(ref=pl.col("best").median())
     t = t.join(best, on=["eps", "n"])
     rows = []
     for r in t.iter_rows(named=True):
-        decay = next((e for e, lr in enumerate(r["lr"]) if lr < r["lr"][0]), len(r["lr"]))
+        decay = next((e for e, lr in enumerate(r["lrs"]) if lr < r["lrs"][0]), len(r["lrs"]))
         lab, onset = label(r["acc"], r["ref"], decay if r["segment"] == "ro" else None)
         spe = (r["last_step"] + 1) // len(r["acc"])
         rows.append(r | {"label": lab, "onset": onset, "onset_step": None if onset is None else onset * spe,
@@ -335,10 +342,60 @@ def best_kept(t: pl.DataFrame) -> str:
     return f"{groups.filter(pl.col('full') == pl.col('cut')).height}/{groups.height}"
 
 
-def scoreboard(split: str = "test", corpus: Path = CORPUS) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(labels of the split's trials, one scoreboard row per rule)."""
+def ro_score(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> dict:
+    """The RO scoreboard row of one rule over the labelled trials `lab` (epoch-level stops)."""
+    t = lab.join(stops.select("trial", stop="epoch"), on="trial", how="left")
+    stopped = pl.col("stop").is_not_null()
+    t = t.with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - pl.col("acc").list.head(pl.col("stop") + 1).list.max()),
+                       after_best=pl.col("stop") - (pl.col("onset") - 1),
+                       used=pl.when(stopped).then((pl.col("stop") + 1) * pl.col("steps_per_epoch")).otherwise(pl.col("total_steps")))
+    ro = t.filter(pl.col("label") == "robust_overfitting")
+    healthy = t.filter(pl.col("label") == "healthy")
+    hit = ro.filter(stopped)
+    return {"ro_in_window": f"{hit.filter(pl.col('after_best') <= window + 1).height}/{ro.height}",
+            "ro_stopped": f"{hit.height}/{ro.height}",
+            "false_stops": f"{healthy.filter(stopped).height}/{healthy.height}",
+            "median_epochs_after_best": hit["after_best"].median(),
+            "harm_mean_stopped": t.filter(stopped)["harm"].mean(), "harm_worst": t["harm"].max(),
+            "saved_steps": 1 - t["used"].sum() / t["total_steps"].sum() if t.height else None}
+
+
+def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame) -> pl.DataFrame:
+    """The RO segment's scoreboard: the oracle, `ro` with its defaults, the default stop_on, and Rice et al.'s
+    rule and the energy-only rule with their settings chosen on `dev` (choose_ro.py)."""
+    import choose_ro
+    from analysis.detectors import ro
+
+    rows = [choose_ro.evaluate(c["epochs"], dev, p, g) for p, g in choose_ro.candidates()]
+    rice = choose_ro.choose([r for r in rows if r["gap_rise"] is None])
+    energy = choose_ro.choose([r for r in rows if r["patience"] is None])
+    events = detect(c["batches"], c["epochs"], c["probes"])
+    rules = {
+        "oracle: stop at the labelled onset (the epoch after the best)": oracle(lab),
+        "ro (its defaults)": _first(ro(c["epochs"])),
+        f"default stop_on ({', '.join(DEFAULT_STOP_ON)})": _first(events.filter(pl.col("kind").is_in(DEFAULT_STOP_ON))),
+        "co_pgd_probe alone": _first(events.filter(pl.col("kind") == "co_pgd_probe")),
+        f"baseline: Rice et al., val PGD not improved for {rice['patience']} epochs after the decay (from dev)":
+            _first(ro(c["epochs"], patience=rice["patience"], gap_rise=None)),
+        f"energy only: train - val dE(x,y) gap up {energy['gap_rise']:g} x its pre-decay noise (from dev)":
+            _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"])),
+    }
+    lab = lab.filter(pl.col("trial").is_in(c["trials"]["trial"].to_list()))
+    return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
+
+
+def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(labels of the split's trials of `segment`, one scoreboard row per rule)."""
     c = load(corpus)
     lab = labels(c)
+    lab = lab.filter(pl.col("segment") == segment)
+    c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
+    if segment == "ro":
+        dev = lab.filter(pl.col("split") == "dev")
+        if split != "all":
+            lab = lab.filter(pl.col("split") == split)
+        c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
+        return lab, ro_board(c, lab, dev)
     shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
@@ -366,15 +423,17 @@ def markdown(board: pl.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "outside", "all"])
+    ap.add_argument("--segment", default="co", choices=["co", "ro"],
+                    help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
-    lab, board = scoreboard(a.split, Path(a.corpus))
+    lab, board = scoreboard(a.split, Path(a.corpus), a.segment)
     if a.format == "json":
         print(json.dumps({"labels": lab.drop("acc").to_dicts(), "scoreboard": board.to_dicts()}, default=str))
         return 0
     counts = lab.group_by("label").len().sort("label")
-    print(f"split {a.split}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
+    print(f"segment {a.segment}, split {a.split}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
     print(markdown(board))
     return 0
 
