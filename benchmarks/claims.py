@@ -87,7 +87,7 @@ RO_CLAIMS = {
     "7": ("TRADES and WEAT-ADV overfit robustly less than PGD-AT", "TRADES, WEAT"),
     "8": ("Energy alignment goes with less robust overfitting: final mean abs dE(x) of training batches vs RO gap", "WEAT"),
 }
-RO_POINTS = {"pgd": "pgd5-e0.15-n1k-decay", "trades": "trades5-e0.15-n1k-decay", "weat_adv": "weat_adv5-e0.15-n1k-decay"}
+RO_POINTS = {"pgd": "pgd5-e0.10-n500", "trades": "trades5-e0.10-n500", "weat_adv": "weat_adv5-e0.10-n500"}
 assert set(RO_POINTS.values()) <= {name for name, _ in RO}
 BOOTSTRAP = 2000
 

@@ -190,3 +190,28 @@ def test_signal_table_on_the_committed_corpus_is_causal_and_ranks_the_probe_firs
     assert board.filter(pl.col("free")).height == 2 * len(scoreboard.FREE_SIGNALS)
     for r in board.iter_rows(named=True):
         assert r["trial_lo"] <= r["trial_auc"] <= r["trial_hi"] and r["epoch_lo"] <= r["epoch_auc"] <= r["epoch_hi"]
+
+
+def test_ro_label_counts_only_after_the_decay() -> None:
+    spike = [0.30, 0.60, 0.40, 0.45, 0.50, 0.52, 0.50]  # a noisy 0.60 before the decay at epoch 3
+    assert scoreboard.label(spike, 0.5) == ("robust_overfitting", 2)  # the corpus's rule: best anywhere
+    assert scoreboard.label(spike, 0.5, decay=3) == ("healthy", None)
+    fall = [0.30, 0.40, 0.50, 0.60, 0.58, 0.54]  # Rice et al.: the peak after the decay at 2, then down
+    assert scoreboard.label(fall, 0.5, decay=2) == ("robust_overfitting", 4)
+    assert scoreboard.label(fall[:5], 0.5, decay=2) == ("healthy", None)  # 0.02 below its best: not yet
+
+
+def test_ro_score_of_hand_made_stops() -> None:
+    """Two RO trials (best epoch 3; stopped at 5 and at 9) and a healthy one stopped at 2: one in the
+    window (no later than 3 epochs after the best), one false stop; harm 0 for the RO stops (best.pt kept),
+    0.1 for the healthy one (best 0.6 at epoch 4, kept 0.5)."""
+    acc = [0.3, 0.4, 0.5, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+    lab = pl.DataFrame({"trial": ["a", "b", "h"], "label": ["robust_overfitting", "robust_overfitting", "healthy"],
+                        "onset": [4, 4, None], "acc": [acc, acc, [0.3, 0.4, 0.5, 0.45, 0.6]],
+                        "steps_per_epoch": [10, 10, 10], "total_steps": [100, 100, 50]})
+    stops = pl.DataFrame({"trial": ["a", "b", "h"], "epoch": [5, 9, 2]})
+    row = scoreboard.ro_score(lab, stops, window=2)
+    assert row["ro_in_window"] == "1/2" and row["ro_stopped"] == "2/2" and row["false_stops"] == "1/1"
+    assert row["median_epochs_after_best"] == 4  # 2 and 6 epochs after the best
+    assert row["harm_mean_stopped"] == pytest.approx(0.1 / 3) and row["harm_worst"] == pytest.approx(0.1)
+    assert row["saved_steps"] == pytest.approx(1 - (60 + 100 + 30) / 250)
