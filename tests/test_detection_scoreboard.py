@@ -215,3 +215,17 @@ def test_ro_score_of_hand_made_stops() -> None:
     assert row["median_epochs_after_best"] == 4  # 2 and 6 epochs after the best
     assert row["harm_mean_stopped"] == pytest.approx(0.1 / 3) and row["harm_worst"] == pytest.approx(0.1)
     assert row["saved_steps"] == pytest.approx(1 - (60 + 100 + 30) / 250)
+
+
+def test_choose_ro_follows_its_written_rule() -> None:
+    import choose_ro
+
+    def row(p, g, false, in_window, harm):
+        return {"patience": p, "gap_rise": g, "false_stops": false, "ro_in_window": in_window, "harm_mean": harm}
+
+    rows = [row(2, None, 1, 6, 0.0),  # most in the window, but a false stop
+            row(5, 3.0, 0, 4, 0.02),  # no false stop, too much harm
+            row(10, 3.0, 0, 2, 0.005), row(10, None, 0, 2, 0.005), row(20, 5.0, 0, 1, 0.0)]
+    assert choose_ro.choose(rows) == row(10, None, 0, 2, 0.005)  # ties: the fewer conditions
+    assert choose_ro.choose(rows[:2]) == rows[1]  # nothing under the harm limit: the fewest false stops alone
+    assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * len(choose_ro.GAP_RISE) - 1

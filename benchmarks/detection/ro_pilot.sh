@@ -2,10 +2,10 @@
 # The robust-overfitting pilot (issue 24; docs/detection.md, "Robust overfitting: the pilot"):
 # PGD-5 AT of model=wide_cnn on a few Fashion-MNIST images with a piecewise lr decay, one torch
 # thread a trial, looking for Rice et al.'s fall of val PGD after the decay.
-#   bash benchmarks/detection/ro_pilot.sh OUT a|b|c|d|e|f|g|h      # one pilot trial into OUT (resumable)
+#   bash benchmarks/detection/ro_pilot.sh OUT a|b|c|d|e|f|g|h|i|j  # one pilot trial into OUT (resumable)
 #   bash benchmarks/detection/ro_pilot.sh OUT curves           # every pilot's epoch curves, as CSV
 set -euo pipefail
-out=${1:?usage: $0 OUT a|b|c|d|e|f|g|h|curves}
+out=${1:?usage: $0 OUT a|b|c|d|e|f|g|h|i|j|curves}
 ea="${EA:-.venv/bin/energy-at}"
 common=(method=pgd model=wide_cnn attack.steps=5 schedule=piecewise batch_size=64 data.probe_size=256
         data.test_size=500 precision=bf16 channels_last=true threads=1 device=cpu stop_on=[] seed=0 "out=$out")
@@ -19,6 +19,10 @@ case "${2:?}" in  # lr 0.05 x0.1 at each milestone; weight decay 5e-4 unless sai
   # longer after the first decay (issue 24's next step): 240 epochs past it, no weight decay
   g) "$ea" train "${common[@]}" attack.eps=0.1 data.subset=1000 epochs=300 "schedule.milestones=[0.1,0.9]" data.val_size=1000 optim.weight_decay=0 ;;
   h) "$ea" train "${common[@]}" attack.eps=0.15 data.subset=1000 epochs=300 "schedule.milestones=[0.1,0.9]" schedule.factor=0.3 data.val_size=1000 optim.weight_decay=0 ;;
+  # 100 epochs that fit the segment's budget: 500 images, one x0.3 decay at 40%, PGD-5 evaluation on 1,000 val
+  # images (the segment's); k and l are the first segment grid's trials (corpus.py's history: 1,000 images, eps 0.15)
+  i|j) "$ea" train "${common[@]}" "attack.eps=$([ "$2" = i ] && echo 0.15 || echo 0.1)" data.subset=500 epochs=100 \
+         "schedule.milestones=[0.4]" schedule.factor=0.3 data.val_size=1000 eval.pgd_steps=5 optim.weight_decay=0 "trial_id=$2" ;;
   curves) "${PY:-.venv/bin/python}" - "$out" <<'PY'
 import sys, polars as pl
 from analysis.read import SweepLogs
