@@ -229,3 +229,13 @@ def test_choose_ro_follows_its_written_rule() -> None:
     assert choose_ro.choose(rows) == row(10, None, 0, 2, 0.005)  # ties: the fewer conditions
     assert choose_ro.choose(rows[:2]) == rows[1]  # nothing under the harm limit: the fewest false stops alone
     assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * len(choose_ro.GAP_RISE) - 1
+
+
+def test_ro_segment_grid_and_its_trials_segment() -> None:
+    import corpus
+
+    ro = corpus.trials((0, 3), "ro")
+    assert len(ro) == 2 * len(corpus.RO) and all("model=wide_cnn" in t and "epochs=100" in t for t in ro)
+    assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in ro} == {"ro"}
+    assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in corpus.trials((0,), "corpus")} == {"co"}
+    assert corpus.split_of(3) == "test" and corpus.split_of(0) == "dev"
