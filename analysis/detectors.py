@@ -488,6 +488,7 @@ def ro(
     *,
     patience: int | None = 5,
     gap_rise: float | None = 3.0,
+    energy: str = "gap",
 ) -> pl.DataFrame:
     """Robust overfitting (kind 'ro'), after the learning rate's first decay (Rice et al.).
 
@@ -500,9 +501,12 @@ def ro(
       >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
       g's epoch-to-epoch changes before the decay (the trial's own units). Robust overfitting fits the
       training set's adversarial examples (their drop shrinks) while the held-out ones' natural and
-      adversarial energies drift apart.
+      adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
+      held-out true logit's drop under attack), in the same units.
     score = epochs since the best val acc_pgd.
     """
+    if energy not in ("gap", "held_out"):
+        raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
     post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
     best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
     new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
@@ -516,7 +520,7 @@ def ro(
         .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
               on=["trial", "epoch"], how="left")
         .sort("trial", "epoch")
-        .with_columns(post=post, gap=_finite("de_train") - _finite("de_val"))
+        .with_columns(post=post, gap=(_finite("de_train") if energy == "gap" else 0.0) - _finite("de_val"))
         .with_columns(best=best, noise=noise, rise=pl.col("gap") - low)
         .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
                       decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))
@@ -533,7 +537,8 @@ def ro(
             pl.lit("epoch: after the lr decay at epoch "), pl.col("decay").cast(pl.String),
             pl.lit(", val acc_pgd "), _f(pl.col("val")), pl.lit(" has not beaten its best "), _f(pl.col("best")),
             pl.lit(" (epoch "), pl.col("best_epoch").cast(pl.String), pl.lit(") for "),
-            pl.col("score").cast(pl.Int64).cast(pl.String), pl.lit(" epochs; train - val dE(x,y) gap "),
+            pl.col("score").cast(pl.Int64).cast(pl.String),
+            pl.lit(" epochs; train - val dE(x,y) gap " if energy == "gap" else " epochs; val -dE(x,y) "),
             _f(pl.col("gap")), pl.lit(" rose "), _f(pl.col("rise")), pl.lit(" since the decay ("),
             _f(pl.col("rise") / pl.col("noise"), 1), pl.lit(" x its pre-decay noise)"),
         ),

@@ -162,3 +162,13 @@ def test_with_actions_marks_only_the_recorded_stop() -> None:
                             schema_overrides={"epoch": pl.Int32})
     assert with_actions(events, recorded)["action"].to_list() == ["stopped", "logged", "logged"]
     assert with_actions(events, recorded.clear())["action"].to_list() == ["logged"] * 3
+
+
+def test_ro_reads_the_held_out_drop_alone_when_asked() -> None:
+    """energy='held_out': -dE(x,y) of val, which the synthetic RO trial drifts up 0.06 an epoch after its peak."""
+    _, e, _ = frames(synth_trial("ro", epochs=40, steps=20, ro_peak=8, seed=1))
+    held = ro(e, patience=None, gap_rise=3.0, energy="held_out")
+    assert held["trial"].to_list() == ["ro"] and 8 < held["epoch"].item() <= 11
+    assert "val -dE(x,y)" in held["evidence"].item()
+    with pytest.raises(ValueError, match="energy"):
+        ro(e, energy="probe")

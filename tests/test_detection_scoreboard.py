@@ -228,7 +228,8 @@ def test_choose_ro_follows_its_written_rule() -> None:
             row(10, 3.0, 0, 2, 0.005), row(10, None, 0, 2, 0.005), row(20, 5.0, 0, 1, 0.0)]
     assert choose_ro.choose(rows) == row(10, None, 0, 2, 0.005)  # ties: the fewer conditions
     assert choose_ro.choose(rows[:2]) == rows[1]  # nothing under the harm limit: the fewest false stops alone
-    assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * len(choose_ro.GAP_RISE) - 1
+    n_gap = len(choose_ro.GAP_RISE) - 1
+    assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * n_gap * len(choose_ro.ENERGY) + len(choose_ro.PATIENCE) - 1
 
 
 def test_ro_segment_grid_and_its_trials_segment() -> None:

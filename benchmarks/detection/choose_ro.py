@@ -5,8 +5,11 @@
 Written, with its candidates and its rule, before any trial of the RO segment was labelled or scored.
 `ro` looks only after the lr's first decay and fires where its set conditions hold: `patience`,
 val PGD has not beaten its best since the decay for that many epochs (Rice et al.'s rule), and
-`gap_rise`, the train - val dE(x,y) gap rose that many times its pre-decay noise
-(analysis/detectors.py). Candidates: every pair of PATIENCE x GAP_RISE but (None, None).
+`gap_rise`, the energy signal rose that many times its pre-decay noise, the signal being the
+train - val dE(x,y) gap or (`energy` held_out, added 2026-12-06 before the dev split was read, from
+pilot m and its 2,000-image twin: the held-out drop drifted there, the gap did not separate them)
+-dE(x,y) of val alone (analysis/detectors.py). Candidates: PATIENCE x GAP_RISE x ENERGY but the
+pairs without any condition.
 
 The rule, on the dev split (every segment: a false stop on a single-step trial counts too):
   1. fewest false stops (trials labelled healthy that the rule stops);
@@ -34,23 +37,27 @@ from scoreboard import CORPUS, labels, load  # noqa: E402
 
 PATIENCE = (None, 2, 3, 5, 10, 20)
 GAP_RISE = (None, 2.0, 3.0, 5.0, 8.0, 12.0)
+ENERGY = ("gap", "held_out")
 RO_WINDOW = 2  # epochs after the labelled onset (the epoch after the best): best + 3
 HARM_LIMIT = 0.01
 
 
-def candidates() -> list[tuple[int | None, float | None]]:
-    return [(p, g) for p in PATIENCE for g in GAP_RISE if (p, g) != (None, None)]
+def candidates() -> list[tuple[int | None, float | None, str]]:
+    """(patience, gap_rise, energy); patience alone once (its energy is unused)."""
+    return [(p, g, e) for p in PATIENCE for g in GAP_RISE for e in ENERGY
+            if g is not None or (p is not None and e == ENERGY[0])]
 
 
-def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_rise: float | None) -> dict:
+def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_rise: float | None,
+             energy: str = "gap") -> dict:
     """One candidate's figures on the trials of `lab`."""
-    stops = ro(epochs, patience=patience, gap_rise=gap_rise).select("trial", stop="epoch")
+    stops = ro(epochs, patience=patience, gap_rise=gap_rise, energy=energy).select("trial", stop="epoch")
     t = lab.join(stops, on="trial", how="left")
     stopped = pl.col("stop").is_not_null()
     kept = pl.col("acc").list.head(pl.col("stop") + 1).list.max()
     t = t.with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - kept))
     ro_trials = t.filter(pl.col("label") == "robust_overfitting")
-    return {"patience": patience, "gap_rise": gap_rise,
+    return {"patience": patience, "gap_rise": gap_rise, "energy": energy if gap_rise is not None else None,
             "false_stops": t.filter((pl.col("label") == "healthy") & stopped).height,
             "ro_in_window": ro_trials.filter(stopped & (pl.col("stop") <= pl.col("onset") + RO_WINDOW)).height,
             "ro_stopped": ro_trials.filter(stopped).height, "ro_trials": ro_trials.height,
@@ -74,12 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     c = load(Path(a.corpus))
     lab = labels(c).filter(pl.col("split") == "dev")
     epochs = c["epochs"].filter(pl.col("trial").is_in(lab["trial"].to_list()))
-    rows = [evaluate(epochs, lab, p, g) for p, g in candidates()]
+    rows = [evaluate(epochs, lab, p, g, e) for p, g, e in candidates()]
     print(pl.DataFrame(rows).sort("false_stops", "ro_in_window", descending=[False, True]))
     for name, pool in [("ro (both)", rows), ("Rice et al. (patience only)", [r for r in rows if r["gap_rise"] is None]),
                        ("energy only (gap only)", [r for r in rows if r["patience"] is None])]:
         best = choose(pool)
-        print(f"{name}: patience={best['patience']} gap_rise={best['gap_rise']} -> false stops {best['false_stops']}, "
+        print(f"{name}: patience={best['patience']} gap_rise={best['gap_rise']} energy={best['energy']} -> "
+              f"false stops {best['false_stops']}, "
               f"RO in window {best['ro_in_window']}/{best['ro_trials']}, mean harm {best['harm_mean']:.3f}")
     return 0
 

@@ -366,7 +366,7 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame) -
     import choose_ro
     from analysis.detectors import ro
 
-    rows = [choose_ro.evaluate(c["epochs"], dev, p, g) for p, g in choose_ro.candidates()]
+    rows = [choose_ro.evaluate(c["epochs"], dev, p, g, e) for p, g, e in choose_ro.candidates()]
     rice = choose_ro.choose([r for r in rows if r["gap_rise"] is None])
     energy = choose_ro.choose([r for r in rows if r["patience"] is None])
     events = detect(c["batches"], c["epochs"], c["probes"])
@@ -377,8 +377,8 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame) -
         "co_pgd_probe alone": _first(events.filter(pl.col("kind") == "co_pgd_probe")),
         f"baseline: Rice et al., val PGD not improved for {rice['patience']} epochs after the decay (from dev)":
             _first(ro(c["epochs"], patience=rice["patience"], gap_rise=None)),
-        f"energy only: train - val dE(x,y) gap up {energy['gap_rise']:g} x its pre-decay noise (from dev)":
-            _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"])),
+        f"energy only: {energy['energy']} signal up {energy['gap_rise']:g} x its pre-decay noise (from dev)":
+            _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"], energy=energy["energy"])),
     }
     lab = lab.filter(pl.col("trial").is_in(c["trials"]["trial"].to_list()))
     return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
