@@ -507,6 +507,8 @@ def ro(
     """
     if energy not in ("gap", "held_out"):
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
+    if not {"lr", "de_y"} <= set(_lazy(epochs).collect_schema().names()):
+        return empty_events()  # without the lr there is no decay to look after
     post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
     best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
     new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
