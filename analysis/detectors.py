@@ -486,8 +486,8 @@ def with_trigger(events: pl.DataFrame, fires: pl.DataFrame) -> pl.DataFrame:
 def ro(
     epochs: Frame,
     *,
-    patience: int | None = 5,
-    gap_rise: float | None = 3.0,
+    patience: int | None = None,
+    gap_rise: float | None = 5.0,
     energy: str = "gap",
 ) -> pl.DataFrame:
     """Robust overfitting (kind 'ro'), after the learning rate's first decay (Rice et al.).
@@ -495,7 +495,7 @@ def ro(
     Looks only at epochs whose lr is below the first epoch's (a trial without a decay never fires)
     and fires at the first one where both conditions that are set hold:
     - `patience`: val acc_pgd has not beaten its best since the decay for that many epochs (Rice
-      et al.'s early-stopping rule);
+      et al.'s early-stopping rule; off by default);
     - `gap_rise`: the training minus held-out energy gap g = dE(x,y) on the training probe - dE(x,y)
       on val (both under the evaluation PGD; dE(x,y) < 0 is the true logit's drop under attack) is
       >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
@@ -503,7 +503,8 @@ def ro(
       training set's adversarial examples (their drop shrinks) while the held-out ones' natural and
       adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
       held-out true logit's drop under attack), in the same units.
-    score = epochs since the best val acc_pgd.
+    score = epochs since the best val acc_pgd. The defaults (the gap alone, 5x) were chosen on the RO segment's
+    dev split by benchmarks/detection/choose_ro.py (docs/detection.md, "Robust overfitting").
     """
     if energy not in ("gap", "held_out"):
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")

@@ -307,7 +307,7 @@ def pandas_co_pgd(ep: pd.DataFrame, ratio=0.5, min_drop=0.1, z=3.0):
     return _first(e[["trial", "epoch", "step"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe")
 
 
-def pandas_ro(ep: pd.DataFrame, patience=5, gap_rise=3.0):
+def pandas_ro(ep: pd.DataFrame, patience=None, gap_rise=5.0):
     val = ep[ep["split"] == "val"][["trial", "epoch", "acc_pgd", "de_y", "lr"]].rename(
         columns={"acc_pgd": "val", "de_y": "de_val"})
     tr = ep[ep["split"] == "probe"][["trial", "epoch", "de_y"]].rename(columns={"de_y": "de_train"})
@@ -321,7 +321,7 @@ def pandas_ro(ep: pd.DataFrame, patience=5, gap_rise=3.0):
     pre = gap.groupby(t).diff().where(~post)
     noise = 1.4826 * (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
     rise = gap - gap.where(post, np.inf).groupby(t).cummin()
-    hit = post & (score >= patience) & (rise >= gap_rise * noise)
+    hit = post & (score >= (patience or 0)) & (rise >= gap_rise * noise)
     return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="ro", step=np.nan)
 
 
