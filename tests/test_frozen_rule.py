@@ -1,4 +1,5 @@
-"""The default stop rule was frozen in a commit before the `outside` trials that score it were trained.
+"""The default stop rule was frozen in a commit before the `outside` trials that score it were trained, and
+`ro`'s defaults before the RO segment's test trials entered the corpus.
 
 Reads the repository's history: the frozen commit is an ancestor of HEAD, the rule's numbers (the trigger's
 constants, co_pgd_probe's thresholds, DEFAULT_STOP_ON) are the same now as there, and every commit whose
@@ -75,3 +76,19 @@ def test_outside_trials_enter_the_corpus_only_after_the_freeze(frozen: str) -> N
     for commit in with_outside:
         assert git("merge-base", "--is-ancestor", frozen, commit).returncode == 0, commit
         assert commit != frozen
+
+
+FROZEN_RO = "73ce198d43634a4188ccaa7cafd946638a0412c1"  # docs/detection.md "Robust overfitting": ro's defaults, from the segment's dev split
+
+
+def test_ro_defaults_frozen_before_the_segments_test_trials_entered_the_corpus() -> None:
+    if git("rev-parse", "--verify", "--quiet", f"{FROZEN_RO}^{{commit}}").returncode:
+        pytest.skip(f"commit {FROZEN_RO} is not in this checkout's history (a shallow clone?)")
+    assert git("merge-base", "--is-ancestor", FROZEN_RO, "HEAD").returncode == 0
+    assert defaults(at(FROZEN_RO, "analysis/detectors.py"), "ro") == defaults((ROOT / "analysis/detectors.py").read_text(), "ro")
+    for commit in git("log", "--format=%H", "--", TRIALS).stdout.split():
+        blob = git("show", f"{commit}:{TRIALS}", binary=True).stdout
+        t = pl.read_parquet(io.BytesIO(blob)) if blob else pl.DataFrame()
+        if "segment" in t.columns and t.filter((pl.col("segment") == "ro") & (pl.col("split") == "test")).height:
+            assert git("merge-base", "--is-ancestor", FROZEN_RO, commit).returncode == 0, commit
+            assert commit != FROZEN_RO
