@@ -240,3 +240,15 @@ def test_ro_segment_grid_and_its_trials_segment() -> None:
     assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in ro} == {"ro"}
     assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in corpus.trials((0,), "corpus")} == {"co"}
     assert corpus.split_of(3) == "test" and corpus.split_of(0) == "dev"
+
+
+def test_ro_scoreboard_runs_on_the_committed_segment() -> None:
+    lab, board = scoreboard.scoreboard("all", segment="ro")
+    assert lab.height >= 6 and set(lab["segment"]) == {"ro"}
+    n_ro, n_healthy = (lab["label"] == "robust_overfitting").sum(), (lab["label"] == "healthy").sum()
+    assert n_ro >= 1 and n_healthy >= 1
+    rows = {r["rule"]: r for r in board.iter_rows(named=True)}
+    oracle = rows["oracle: stop at the labelled onset (the epoch after the best)"]
+    assert oracle["ro_in_window"] == f"{n_ro}/{n_ro}" and oracle["false_stops"] == f"0/{n_healthy}"
+    default = rows[f"default stop_on ({', '.join(DEFAULT_STOP_ON)})"]
+    assert default["false_stops"].endswith(f"/{n_healthy}") and 0 <= default["saved_steps"] < 1
