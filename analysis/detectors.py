@@ -145,10 +145,12 @@ def _first_hits(frame: pl.LazyFrame, hit: str) -> pl.DataFrame:
 
 
 def _ordered_epochs(epochs: Frame, split: str, cols: list[str]) -> pl.LazyFrame:
-    """Rows of one split, one per (trial, epoch) (the last logged), in epoch order."""
+    """Rows of one split, one per (trial, epoch): the epoch-end row (the latest step; a probe the trigger ran
+    mid-epoch has an earlier one), in epoch order."""
     return (
         _lazy(epochs)
         .filter(pl.col("split") == split)
+        .sort("trial", "epoch", "step", maintain_order=True, nulls_last=False)
         .select(cols)
         .unique(subset=["trial", "epoch"], keep="last", maintain_order=True)
         .sort("trial", "epoch", maintain_order=True)

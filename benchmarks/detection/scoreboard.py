@@ -360,13 +360,14 @@ def ro_score(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> dict:
             "saved_steps": 1 - t["used"].sum() / t["total_steps"].sum() if t.height else None}
 
 
-def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame) -> pl.DataFrame:
+def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, dev_epochs: pl.DataFrame) -> pl.DataFrame:
     """The RO segment's scoreboard: the oracle, `ro` with its defaults, the default stop_on, and Rice et al.'s
-    rule and the energy-only rule with their settings chosen on `dev` (choose_ro.py)."""
+    rule and the energy-only rule with their settings chosen on `dev` (every segment's dev trials, whose epochs
+    are `dev_epochs`: choose_ro.py's rule)."""
     import choose_ro
     from analysis.detectors import ro
 
-    rows = [choose_ro.evaluate(c["epochs"], dev, p, g, e) for p, g, e in choose_ro.candidates()]
+    rows = [choose_ro.evaluate(dev_epochs, dev, p, g, e) for p, g, e in choose_ro.candidates()]
     rice = choose_ro.choose([r for r in rows if r["gap_rise"] is None])
     energy = choose_ro.choose([r for r in rows if r["patience"] is None])
     events = detect(c["batches"], c["epochs"], c["probes"])
@@ -388,14 +389,15 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") 
     """(labels of the split's trials of `segment`, one scoreboard row per rule)."""
     c = load(corpus)
     lab = labels(c)
+    dev_all = lab.filter(pl.col("split") == "dev")
+    dev_epochs = c["epochs"].filter(pl.col("trial").is_in(dev_all["trial"].to_list()))
     lab = lab.filter(pl.col("segment") == segment)
     c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
     if segment == "ro":
-        dev = lab.filter(pl.col("split") == "dev")
         if split != "all":
             lab = lab.filter(pl.col("split") == split)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
-        return lab, ro_board(c, lab, dev)
+        return lab, ro_board(c, lab, dev_all, dev_epochs)
     shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
