@@ -21,7 +21,7 @@ Verdict rules:
   on either side. Reproduced when PGD-AT's mean drift is below 0 AND below TRADES's mean drift
   by more than the larger of their two drift sds AND TRADES's late dE(x) is closer to 0 than
   PGD-AT's (|mean| smaller). Not reproduced otherwise.
-- The RO claims (6-8), on the RO segment's test seeds (`ro_verdicts`; docs/claims.md states them):
+- The RO claims (6-8), on the RO segment's test seeds (`robust_overfitting`; docs/claims.md states them):
   RO gap = best minus final val PGD per trial. 6: PGD-AT is labelled robust overfitting in at least
   two thirds of its trials. 7: a method's mean RO gap below PGD-AT's by more than the larger sd
   (above by more: contradicted). 8: Spearman correlation of the final epoch's mean |dE(x)| of the
@@ -34,6 +34,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from statistics import mean, stdev
 
 import polars as pl
 
@@ -144,9 +145,7 @@ def ro_gap_verdict(method: list[float], pgd: list[float], pgd_overfits: bool,
         return "not testable here", "claim 6 does not hold here: no robust overfitting to reduce"
     if len(method) < min_seeds or len(pgd) < min_seeds:
         return "not testable here", f"fewer than {min_seeds} seeds ({len(method)} vs {len(pgd)})"
-    mean = lambda v: sum(v) / len(v)  # noqa: E731
-    sd = lambda v: math.sqrt(sum((x - mean(v)) ** 2 for x in v) / (len(v) - 1))  # noqa: E731
-    margin, diff = max(sd(method), sd(pgd)), mean(method) - mean(pgd)
+    margin, diff = max(stdev(method), stdev(pgd)), mean(method) - mean(pgd)
     why = f"mean RO gap {mean(method):.3f} vs PGD-AT {mean(pgd):.3f} (difference {diff:+.3f}, margin {margin:.3f})"
     return ("reproduced" if diff < -margin else "contradicted" if diff > margin else "not reproduced"), why
 

@@ -52,8 +52,9 @@ def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
     )
     events = ro(e)
     assert events["trial"].to_list() == ["ro"]  # the CO trial has no lr decay: never looked at
-    # val peaks at epoch 8 (the decay is at 6) and falls; Rice's patience counts from there
-    assert events["epoch"].item() == 8 + max(int(events["score"].item()), 1)
+    # val peaks at epoch 8 (the decay is at 6) and falls; the gap rises 0.06 an epoch from there, its noise
+    # about 0.014: 5x it within 3 epochs of the peak, and not before it
+    assert 8 < events["epoch"].item() <= 11
     assert "after the lr decay at epoch 6" in events["evidence"].item()
     assert "(epoch 8)" in events["evidence"].item()
     # the energy condition alone: the train - val gap rises 0.06 an epoch after the peak, noise about 0.02

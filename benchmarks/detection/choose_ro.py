@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
 from analysis.detectors import ro  # noqa: E402
-from scoreboard import CORPUS, labels, load  # noqa: E402
+from scoreboard import CORPUS, labels, load, ro_outcomes  # noqa: E402
 
 PATIENCE = (None, 2, 3, 5, 10, 20)
 GAP_RISE = (None, 2.0, 3.0, 5.0, 8.0, 12.0)
@@ -51,17 +51,14 @@ def candidates() -> list[tuple[int | None, float | None, str]]:
 def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_rise: float | None,
              energy: str = "gap") -> dict:
     """One candidate's figures on the trials of `lab`."""
-    stops = ro(epochs, patience=patience, gap_rise=gap_rise, energy=energy).select("trial", stop="epoch")
-    t = lab.join(stops, on="trial", how="left")
-    stopped = pl.col("stop").is_not_null()
-    kept = pl.col("acc").list.head(pl.col("stop") + 1).list.max()
-    t = t.with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - kept))
+    t = ro_outcomes(lab, ro(epochs, patience=patience, gap_rise=gap_rise, energy=energy), RO_WINDOW)
+    stopped = t.filter(pl.col("stop").is_not_null())
     ro_trials = t.filter(pl.col("label") == "robust_overfitting")
     return {"patience": patience, "gap_rise": gap_rise, "energy": energy if gap_rise is not None else None,
-            "false_stops": t.filter((pl.col("label") == "healthy") & stopped).height,
-            "ro_in_window": ro_trials.filter(stopped & (pl.col("stop") <= pl.col("onset") + RO_WINDOW)).height,
-            "ro_stopped": ro_trials.filter(stopped).height, "ro_trials": ro_trials.height,
-            "harm_mean": t.filter(stopped)["harm"].mean() or 0.0, "harm_worst": t["harm"].max() or 0.0}
+            "false_stops": stopped.filter(pl.col("label") == "healthy").height,
+            "ro_in_window": ro_trials["in_window"].sum(),
+            "ro_stopped": ro_trials.filter(pl.col("stop").is_not_null()).height, "ro_trials": ro_trials.height,
+            "harm_mean": stopped["harm"].mean() or 0.0, "harm_worst": t["harm"].max() or 0.0}
 
 
 def choose(rows: list[dict]) -> dict:

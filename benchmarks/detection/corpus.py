@@ -98,9 +98,14 @@ RO: list[tuple[str, list[str]]] = [
 GRIDS = {"corpus": GRID, "outside": OUTSIDE, "ro": RO}
 
 
+def point_of(trial: str) -> str:
+    """The grid point of a trial id (`<point>-s<seed>`)."""
+    return trial.rsplit("-s", 1)[0]
+
+
 def segment_of(trial: str) -> str:
     """'ro' for a trial of the RO segment, else 'co' (the single-step corpus and its outside split)."""
-    return "ro" if trial.rsplit("-s", 1)[0] in {name for name, _ in RO} else "co"
+    return "ro" if point_of(trial) in {name for name, _ in RO} else "co"
 
 
 def trials(seeds: tuple[int, ...] = SEED_ORDER, grid: str = "corpus") -> list[list[str]]:
@@ -173,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "run":
         done = packed()
         seeds = a.seeds or ",".join(map(str, SPLITS["outside"] if a.grid == "outside" else SEED_ORDER))
-        points = a.points.split(",") if a.points else [name for name, _ in GRIDS[a.grid]]
-        unknown = sorted(set(points) - {name for name, _ in GRIDS[a.grid]})
+        grid_points = [name for name, _ in GRIDS[a.grid]]
+        points = a.points.split(",") if a.points else grid_points
+        unknown = sorted(set(points) - set(grid_points))
         if unknown:
             ap.error(f"--points: {', '.join(unknown)} not in the {a.grid} grid; see `corpus.py list`")
         todo = [t for t in trials(tuple(int(s) for s in seeds.split(",")), a.grid)
-                if t[-1].split("=", 1)[1] not in done and t[-1].split("=", 1)[1].rsplit("-s", 1)[0] in points]
+                if (tid := t[-1].split("=", 1)[1]) not in done and point_of(tid) in points]
         print(f"{len(done)} trials already in {CORPUS.relative_to(HERE.parent.parent)}", flush=True)
         for t in todo:
             build(t, a.rundir)  # every config valid before anything starts

@@ -342,17 +342,28 @@ def best_kept(t: pl.DataFrame) -> str:
     return f"{groups.filter(pl.col('full') == pl.col('cut')).height}/{groups.height}"
 
 
+def ro_outcomes(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> pl.DataFrame:
+    """`lab` with each trial's stop epoch (null: not stopped), its harm (the full run's best val PGD minus the
+    best up to the stop, which best.pt keeps), epochs after its best, whether an RO trial was stopped no later
+    than `window` epochs after its labelled onset, and the training steps it used."""
+    stopped = pl.col("stop").is_not_null()
+    return (lab.join(stops.select("trial", stop="epoch"), on="trial", how="left")
+            .with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - pl.col("acc").list.head(pl.col("stop") + 1).list.max()),
+                          after_best=pl.col("stop") - (pl.col("onset") - 1),
+                          in_window=stopped & (pl.col("label") == "robust_overfitting")
+                          & (pl.col("stop") <= pl.col("onset") + window),
+                          used=pl.when(stopped).then((pl.col("stop") + 1) * pl.col("steps_per_epoch"))
+                          .otherwise(pl.col("total_steps"))))
+
+
 def ro_score(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> dict:
     """The RO scoreboard row of one rule over the labelled trials `lab` (epoch-level stops)."""
-    t = lab.join(stops.select("trial", stop="epoch"), on="trial", how="left")
+    t = ro_outcomes(lab, stops, window)
     stopped = pl.col("stop").is_not_null()
-    t = t.with_columns(harm=pl.when(stopped).then(pl.col("acc").list.max() - pl.col("acc").list.head(pl.col("stop") + 1).list.max()),
-                       after_best=pl.col("stop") - (pl.col("onset") - 1),
-                       used=pl.when(stopped).then((pl.col("stop") + 1) * pl.col("steps_per_epoch")).otherwise(pl.col("total_steps")))
     ro = t.filter(pl.col("label") == "robust_overfitting")
     healthy = t.filter(pl.col("label") == "healthy")
     hit = ro.filter(stopped)
-    return {"ro_in_window": f"{hit.filter(pl.col('after_best') <= window + 1).height}/{ro.height}",
+    return {"ro_in_window": f"{ro['in_window'].sum()}/{ro.height}",
             "ro_stopped": f"{hit.height}/{ro.height}",
             "false_stops": f"{healthy.filter(stopped).height}/{healthy.height}",
             "median_epochs_after_best": hit["after_best"].median(),
@@ -381,7 +392,6 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, d
         f"energy only: {energy['energy']} signal up {energy['gap_rise']:g} x its pre-decay noise (from dev)":
             _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"], energy=energy["energy"])),
     }
-    lab = lab.filter(pl.col("trial").is_in(c["trials"]["trial"].to_list()))
     return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
 
 
@@ -392,12 +402,11 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") 
     dev_all = lab.filter(pl.col("split") == "dev")
     dev_epochs = c["epochs"].filter(pl.col("trial").is_in(dev_all["trial"].to_list()))
     lab = lab.filter(pl.col("segment") == segment)
-    c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
     if segment == "ro":
-        if split != "all":
-            lab = lab.filter(pl.col("split") == split)
+        lab = lab if split == "all" else lab.filter(pl.col("split") == split)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
         return lab, ro_board(c, lab, dev_all, dev_epochs)
+    c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
     shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
