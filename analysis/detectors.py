@@ -26,6 +26,9 @@ from analysis.read import polars_schema
 Frame = pl.DataFrame | pl.LazyFrame
 
 MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its sd
+# `ro`'s energy condition needs this many epoch-to-epoch changes before the decay to know the signal's noise:
+# with one or two, the MAD is 0 and any rise, or none, would pass (a decay at epoch 2 stopped a healthy run there)
+RO_MIN_PRE_CHANGES = 5
 # dE signals watched by co_energy, with the side that counts: 0 both, +1 up only
 CO_SIGNALS: dict[str, int] = {"de": 0, "de_y": 0, "de_std": 1}
 EVENT_SCHEMA = polars_schema("events")
@@ -501,7 +504,8 @@ def ro(
     - `gap_rise`: the training minus held-out energy gap g = dE(x,y) on the training probe - dE(x,y)
       on val (both under the evaluation PGD; dE(x,y) < 0 is the true logit's drop under attack) is
       >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
-      g's epoch-to-epoch changes before the decay (the trial's own units). Robust overfitting fits the
+      g's epoch-to-epoch changes before the decay (the trial's own units), known once there are
+      RO_MIN_PRE_CHANGES of them and their MAD is above 0 (an earlier decay leaves it unknown: no event). Robust overfitting fits the
       training set's adversarial examples (their drop shrinks) while the held-out ones' natural and
       adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
       held-out true logit's drop under attack), in the same units.
@@ -517,7 +521,8 @@ def ro(
     new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
     dg = pl.col("gap").diff().over("trial")
     pre_dg = pl.when(~pl.col("post")).then(dg)
-    noise = MAD_TO_SD * (pre_dg - pre_dg.median()).abs().median().over("trial")
+    mad = (pre_dg - pre_dg.median()).abs().median().over("trial")
+    noise = pl.when((pre_dg.count().over("trial") >= RO_MIN_PRE_CHANGES) & (mad > 0)).then(MAD_TO_SD * mad)
     low = pl.when(pl.col("post")).then(pl.col("gap")).otherwise(math.inf).cum_min().over("trial")
     e = (
         _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr"])
@@ -535,7 +540,7 @@ def ro(
     if patience is not None:
         hit = hit & (pl.col("score") >= patience)
     if gap_rise is not None:
-        hit = hit & (pl.col("rise") >= gap_rise * pl.col("noise"))
+        hit = hit & (pl.col("rise") >= gap_rise * pl.col("noise")).fill_null(False)
     first = _first(e, hit, "epoch").with_columns(
         step=pl.lit(None, pl.Int64),
         evidence=pl.concat_str(

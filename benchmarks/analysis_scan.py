@@ -126,7 +126,9 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator,
         "acc_pgd": np.clip(np.concatenate([train, val]), 0, 1).astype(f32),
         "de": np.tile(ep_de, 2).astype(f32),
         # after the decay an RO trial's val dE(x,y) drifts below its training probe's: the gap `ro` reads
-        "de_y": np.concatenate([1.2 * ep_de, 1.2 * ep_de - (0.02 * np.maximum(ep - decay, 0) if ro else 0)]).astype(f32),
+        # (with noise: `ro` measures the gap's rise in units of its pre-decay noise)
+        "de_y": np.concatenate([1.2 * ep_de, 1.2 * ep_de + rng.normal(0, 0.005, epochs)
+                                - (0.02 * np.maximum(ep - decay, 0) if ro else 0)]).astype(f32),
         "lr": np.tile(np.where(ep < decay, cfg["optim.lr"], cfg["optim.lr"] / 10), 2).astype(f32),
         "de_std": np.full(m, 0.7, f32),
     }
@@ -319,7 +321,8 @@ def pandas_ro(ep: pd.DataFrame, patience=None, gap_rise=5.0):
     score = (e["epoch"] - best_epoch).astype("float64")
     gap = e["de_train"] - e["de_val"]
     pre = gap.groupby(t).diff().where(~post)
-    noise = 1.4826 * (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
+    mad = (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
+    noise = (1.4826 * mad).where((pre.groupby(t).transform("count") >= 5) & (mad > 0))
     rise = gap - gap.where(post, np.inf).groupby(t).cummin()
     hit = post & (score >= (patience or 0)) & (rise >= gap_rise * noise)
     return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="ro", step=np.nan)

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 import pytest
 from support.synth import SHAPES, prefix, synth_trial
 
-from analysis.detectors import EVENT_SCHEMA, co_energy, co_pgd_probe, detect, nan, ro
+from analysis.detectors import EVENT_SCHEMA, RO_MIN_PRE_CHANGES, co_energy, co_pgd_probe, detect, nan, ro
 from workloads.telemetry.writer import NAT_COLUMNS
 
 STEPS = 50
@@ -66,6 +66,18 @@ def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
     assert detect(b, e, p).filter(pl.col("trial") == "ro")["kind"].to_list() == ["ro"]
 
 
+def test_ro_waits_for_enough_history_before_the_decay() -> None:
+    """A decay at epoch 2 leaves one change of the gap before it (MAD 0): no noise, so no energy stop (a
+    healthy 4-epoch piecewise run was stopped at its decay); from RO_MIN_PRE_CHANGES changes on it acts."""
+    ep = np.arange(12)
+    rows = {"trial": "t", "epoch": np.tile(ep, 2), "step": np.tile(ep * 10 + 9, 2), "split": ["val"] * 12 + ["probe"] * 12,
+            "acc_pgd": np.tile(0.3 + 0.02 * ep, 2),
+            "de_y": np.r_[-1.0 - 0.05 * ep - 0.01 * (ep % 2), -0.9 + 0.05 * ep]}  # the gap widens 0.1 an epoch
+    for decay, fires in [(2, False), (RO_MIN_PRE_CHANGES, False), (RO_MIN_PRE_CHANGES + 1, True)]:
+        e = pl.DataFrame(rows | {"lr": np.tile(np.where(ep < decay, 0.1, 0.01), 2)})
+        assert ro(e).height == fires, decay
+
+
 def test_nan_and_divergence() -> None:
     nan_trial = synth_trial("nan", epochs=6, steps=STEPS, nan_step=137)
     div = synth_trial("div", epochs=6, steps=STEPS, seed=3)
@@ -92,7 +104,7 @@ def test_prefix_property() -> None:
     trials = [
         synth_trial("co", co_epoch=4, epochs=10, steps=STEPS, seed=1),
         synth_trial("warm", shape="warmup", co_epoch=6, epochs=10, steps=STEPS, seed=2),
-        synth_trial("ro", ro_peak=6, epochs=30, steps=STEPS, seed=3),
+        synth_trial("ro", ro_peak=8, epochs=30, steps=STEPS, seed=3),
         synth_trial("nan", nan_step=333, epochs=10, steps=STEPS, seed=4),
         synth_trial("ok", shape="noisy", epochs=10, steps=STEPS, seed=5),
     ]

@@ -46,7 +46,7 @@ def test_incremental_decision_equals_a_fresh_read_at_every_epoch(tmp_path, stop_
     assert len(incremental._logs._seen["batches"]) > 5 + len(incremental._logs.files("batches"))
 
 
-@pytest.mark.parametrize("kind_of_trial", [{"co_epoch": 4}, {"nan_step": 230}, {"ro_peak": 5}])
+@pytest.mark.parametrize("kind_of_trial", [{"co_epoch": 4}, {"nan_step": 230}, {"ro_peak": 8}])
 def test_incremental_decision_on_a_stream_written_epoch_by_epoch(tmp_path, kind_of_trial) -> None:
     """Synthetic streams with a collapse, a NaN or robust overfitting, written a few parts per epoch."""
     epochs = 30 if "ro_peak" in kind_of_trial else 10  # robust overfitting is seen epochs after its peak
