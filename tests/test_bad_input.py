@@ -39,6 +39,7 @@ for f in NON_NEGATIVE:
 TRAIN += [
     ("attack.eps=1.5", "attack.eps"), ("optim.momentum=2", "optim.momentum"), ("optim.momentum=-0.5", "optim.momentum"),
     ("method.reinit=1.5", "method.reinit"), ("optim.betas=[0.9,1.2]", "optim.betas"), ("optim.betas=[0.9]", "optim.betas"),
+    ("schedule.milestones=[100,150]", "schedule.milestones"),
     ("data.subset=99999999", "data.subset"), ("data.val_size=99999999", "data.val_size"),
     ("data.test_size=99999999", "data.test_size"), ("data.root=/no/such/dir", "data.root"),
     ("data.subset=256 data.probe_size=512", "data.probe_size"), ("data.probe_size=100000", "data.probe_size"),

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, NoReturn
 
@@ -341,6 +341,11 @@ def validate(cfg: TrialConfig) -> None:
         value = getattr(cfg.schedule, name)
         if not 0 < value < 1:
             raise ConfigError(f"schedule.{name}", f"must be a fraction of training in (0,1), got {value}")
+    ms = cfg.schedule.milestones
+    if isinstance(ms, str) or not isinstance(ms, Sequence) or not all(
+            isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in ms):
+        raise ConfigError("schedule.milestones", f"must be a list of fractions of training in (0,1) (the "
+                          f"decay at epoch 100 of 200 is 0.5), got {ms!r}")
     if not 0 <= cfg.method.reinit <= 1:
         raise ConfigError("method.reinit", f"must be a probability in [0,1], got {cfg.method.reinit}")
     for name in ("data.subset", "telemetry.natural_every"):
