@@ -190,10 +190,9 @@ class SweepLogs:
         rows: list[dict] = []
         for d in self.dirs:
             run_dir = RunDir(d)
-            for tdir in run_dir.trials():
-                if not tdir.is_dir() or _hidden(tdir, d):
+            for tid in run_dir.trial_ids():
+                if _hidden(run_dir.trial(tid), d):
                     continue
-                tid = tdir.name.split("=", 1)[1]
                 config = _read_json(run_dir.config_file(tid), self)
                 result = _read_json(run_dir.result_file(tid), self)
                 row = {"trial": tid, "sweep": str(d)}

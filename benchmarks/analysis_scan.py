@@ -368,7 +368,7 @@ def run_pandas(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]
     df = pd.read_parquet(root / "batches", columns=BATCH_COLS, partitioning=None)  # only needed columns
     ep = pd.read_parquet(root / "epochs", partitioning=None)
     trials = pd.DataFrame([
-        {"trial": p.parent.name.split("=", 1)[1], **json.loads(p.read_text())}
+        {"trial": p.parent.name.removeprefix("trial="), **json.loads(p.read_text())}
         for p in sorted((root / "trials").glob("trial=*/config.json"))
     ])
     t1 = time.perf_counter()

@@ -284,7 +284,7 @@ def finish(plan) -> int:
 
     run_dir = RunDir(plan.dir)
     ids = ([t.trial_id for t in plan.trials] if plan.trials
-           else [p.name.removeprefix("trial=") for p in run_dir.trials()])  # a search picked them
+           else run_dir.trial_ids())  # a search picked them
     table, bad = runner.outcomes((tid, run_dir.read_result(tid)) for tid in ids)
     print(table)
     if run_dir.tune().exists():  # Tune's own hint above names its temporary staging folder, not where the logs stay

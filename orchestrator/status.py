@@ -155,7 +155,7 @@ def trial_rows(sweep_dir: Path, job: dict | None, jobs: list[dict]) -> list[dict
     planned = {t["trial"]: t.get("epochs") for t in (job or {}).get("trials", []) if isinstance(t, dict)}
     tune = tune_trials(sweep_dir)
     run_dir = RunDir(sweep_dir)
-    written = {p.name.split("=", 1)[1] for p in run_dir.trials() if p.is_dir()}
+    written = set(run_dir.trial_ids())
     job_over = bool(jobs) and not any(is_active(j.get("state")) for j in jobs)
     multirun_state = {str(j["job_id"]): j.get("state") for j in jobs}
     # without a Slurm job: is a local sweep driver still alive? (`energy-at sweep` holds <sweep_dir>/.lock)

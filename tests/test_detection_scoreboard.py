@@ -237,8 +237,8 @@ def test_ro_segment_grid_and_its_trials_segment() -> None:
 
     ro = corpus.trials((0, 3), "ro")
     assert len(ro) == 2 * len(corpus.RO) and all("model=wide_cnn" in t and "epochs=100" in t for t in ro)
-    assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in ro} == {"ro"}
-    assert {corpus.segment_of(t[-1].split("=", 1)[1]) for t in corpus.trials((0,), "corpus")} == {"co"}
+    assert {corpus.segment_of(corpus.trial_of(t)) for t in ro} == {"ro"}
+    assert {corpus.segment_of(corpus.trial_of(t)) for t in corpus.trials((0,), "corpus")} == {"co"}
     assert corpus.split_of(3) == "test" and corpus.split_of(0) == "dev"
 
 

@@ -325,7 +325,7 @@ def test_energy_at_train_with_mlflow_and_tensorboard(tmp_path):
     r = energy_at("train", *TINY, "stop_on=[]", f"out={out}", "tracking=[mlflow,tensorboard]")
     assert r.returncode == 0, r.stderr
     assert "tracking of trial" not in r.stderr  # no tracker failed
-    (tid,) = [p.name.split("=", 1)[1] for p in RunDir(out).trials()]
+    (tid,) = RunDir(out).trial_ids()
     result, curve = RunDir(out).read_result(tid), val_curve(out, tid)
     assert len(curve) == 2
     run = mlflow_runs(out).iloc[0]
@@ -352,7 +352,7 @@ def test_train_multirun_syncs_each_trial(tmp_path):
     r = energy_at("train", "-m", "method=erm", "seed=0,1", *TINY[:4], "epochs=1", "eval.pgd_steps=1", "threads=1",
                   "device=cpu", f"out={out}", "tracking=[tensorboard]")
     assert r.returncode == 0, r.stderr
-    tids = [p.name.split("=", 1)[1] for p in RunDir(out).trials()]
+    tids = RunDir(out).trial_ids()
     assert len(tids) == 2
     for tid in tids:
         acc = tensorboard(RunDir(out).tensorboard(tid))
@@ -369,7 +369,7 @@ def test_a_sweep_feeds_the_trackers_from_the_tune_driver(tmp_path):
     r = energy_at("sweep", "sweep=smoke", "sweep.report=false", f"sweep.out={out}", "sweep.tracking=[mlflow,tensorboard]")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "tracking of trial" not in r.stderr + r.stdout  # no tracker failed
-    tids = sorted(p.name.split("=", 1)[1] for p in RunDir(out).trials())
+    tids = RunDir(out).trial_ids()
     assert len(tids) == 2
     runs = mlflow_runs(out).set_index("tags.trial")
     assert sorted(runs.index) == tids and sorted(runs["params.method.name"]) == ["fgsm", "rs_fgsm"]

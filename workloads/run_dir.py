@@ -181,6 +181,10 @@ class RunDir:
     def trials(self) -> list[Path]:
         return sorted((self.root / "trials").glob("trial=*"))
 
+    def trial_ids(self) -> list[str]:
+        """Ids of the trials with a folder under trials/, sorted."""
+        return [p.name.removeprefix("trial=") for p in self.trials() if p.is_dir()]
+
     def checkpoints(self, trial: str) -> Path:
         return self.root / "checkpoints" / f"trial={trial}"
 
@@ -196,7 +200,7 @@ class RunDir:
 
     def checkpointed(self) -> list[str]:
         """Ids of the trials with a checkpoints folder."""
-        return sorted(d.name.split("=", 1)[1] for d in (self.root / "checkpoints").glob("trial=*") if d.is_dir())
+        return sorted(d.name.removeprefix("trial=") for d in (self.root / "checkpoints").glob("trial=*") if d.is_dir())
 
     @staticmethod
     def of_trial_folder(folder: str | os.PathLike) -> tuple[RunDir, str] | None:
@@ -204,7 +208,7 @@ class RunDir:
         `<out>/checkpoints/trial=<id>`), or None for any other path."""
         folder = Path(folder)
         if folder.name.startswith("trial=") and folder.parent.name in ("checkpoints", "trials"):
-            return RunDir(folder.parent.parent), folder.name.split("=", 1)[1]
+            return RunDir(folder.parent.parent), folder.name.removeprefix("trial=")
         return None
 
     def slurm(self, *parts: str) -> Path:

@@ -18,7 +18,6 @@ on a 256-image training probe, and trains with the bf16 fast path (evaluation ru
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/: co_onsets' config builder and runner
 
 from co_onsets import build, run_grid  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402  (co_onsets put the repository on the path)
 
 CORPUS = HERE / "corpus"
 TABLES = ("batches", "epochs", "probes")
@@ -103,6 +103,11 @@ def point_of(trial: str) -> str:
     return trial.rsplit("-s", 1)[0]
 
 
+def trial_of(overrides: list[str]) -> str:
+    """The trial id a `trials()` entry sets (its last override, `trial_id=<id>`)."""
+    return overrides[-1].removeprefix("trial_id=")
+
+
 def segment_of(trial: str) -> str:
     """'ro' for a trial of the RO segment, else 'co' (the single-step corpus and its outside split)."""
     return "ro" if point_of(trial) in {name for name, _ in RO} else "co"
@@ -161,7 +166,7 @@ def packed() -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("rundir")
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"--points: {', '.join(unknown)} not in the {a.grid} grid; see `corpus.py list`")
         todo = [t for t in trials(tuple(int(s) for s in seeds.split(",")), a.grid)
-                if (tid := t[-1].split("=", 1)[1]) not in done and point_of(tid) in points]
+                if (tid := trial_of(t)) not in done and point_of(tid) in points]
         print(f"{len(done)} trials already in {CORPUS.relative_to(HERE.parent.parent)}", flush=True)
         for t in todo:
             build(t, a.rundir)  # every config valid before anything starts

@@ -13,6 +13,7 @@ from pathlib import Path
 
 
 from workloads.config import from_dict
+from workloads.run_dir import RunDir
 
 ROOT = Path(tempfile.mkdtemp(prefix="energy-at-eval-tests-"))
 atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
@@ -41,4 +42,4 @@ def trained(method: str) -> Path:
 
 
 def trial_of(sweep: Path) -> str:
-    return next((sweep / "checkpoints").glob("trial=*")).name.split("=", 1)[1]
+    return RunDir(sweep).checkpointed()[0]
