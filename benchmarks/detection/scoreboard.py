@@ -36,7 +36,6 @@ from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 
 CORPUS = HERE / "corpus"
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5), "outside": (6, 7)}  # as corpus.py
 COLLAPSE_RATIO, COLLAPSE_DROP = 0.5, 0.10
 NEVER_ROBUST_RATIO = 0.5
 RO_GAP = 0.05
@@ -71,7 +70,7 @@ def label(acc: list[float], reference: float, decay: int | None = None) -> tuple
 def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """One row per trial: config keys, split, val curve, label, onset epoch and step."""
     trials = c["trials"] if "segment" in c["trials"].columns else c["trials"].with_columns(segment=pl.lit(None, pl.String))
-    t = trials.select("trial", "seed", "segment", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
+    t = trials.select("trial", "seed", "split", "segment", pl.col("method.name").alias("method"), pl.col("attack.eps").alias("eps"),
                            pl.col("data.subset").alias("n"), pl.col("schedule.name").alias("schedule"), "epochs",
                            probe_steps=probe_steps())
     t = t.with_columns(point=pl.col("trial").str.replace(r"-s\d+$", ""),
@@ -88,8 +87,7 @@ def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
         lab, onset = label(r["acc"], r["ref"], decay if r["segment"] == "ro" else None)
         spe = (r["last_step"] + 1) // len(r["acc"])
         rows.append(r | {"label": lab, "onset": onset, "onset_step": None if onset is None else onset * spe,
-                         "steps_per_epoch": spe, "total_steps": r["last_step"] + 1,
-                         "split": next(k for k, v in SPLITS.items() if r["seed"] in v)})
+                         "steps_per_epoch": spe, "total_steps": r["last_step"] + 1})
     return pl.DataFrame(rows)
 
 
