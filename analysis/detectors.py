@@ -505,9 +505,9 @@ def ro(
       on val (both under the evaluation PGD; dE(x,y) < 0 is the true logit's drop under attack) is
       >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
       g's epoch-to-epoch changes before the decay (the trial's own units), known once there are
-      RO_MIN_PRE_CHANGES of them and their MAD is above 0 (an earlier decay leaves it unknown: no event). Robust overfitting fits the
-      training set's adversarial examples (their drop shrinks) while the held-out ones' natural and
-      adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
+      RO_MIN_PRE_CHANGES of them and their MAD is above 0 (an earlier decay leaves it unknown: no
+      event). Robust overfitting fits the training set's adversarial examples (their drop shrinks)
+      while the held-out ones' natural and adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
       held-out true logit's drop under attack), in the same units.
     score = epochs since the best val acc_pgd. The defaults (the gap alone, 5x) were chosen on the RO segment's
     dev split by benchmarks/detection/choose_ro.py (docs/detection.md, "Robust overfitting").

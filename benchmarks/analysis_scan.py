@@ -34,7 +34,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detect, rank, trial_metrics  # noqa: E402
-from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, ordered_batches  # noqa: E402
+from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, RO_MIN_PRE_CHANGES, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
 from analysis.read import SweepLogs  # noqa: E402
 from workloads.run_dir import RunDir  # noqa: E402
@@ -322,7 +322,7 @@ def pandas_ro(ep: pd.DataFrame, patience=None, gap_rise=5.0):
     gap = e["de_train"] - e["de_val"]
     pre = gap.groupby(t).diff().where(~post)
     mad = (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
-    noise = (1.4826 * mad).where((pre.groupby(t).transform("count") >= 5) & (mad > 0))
+    noise = (MAD_TO_SD * mad).where((pre.groupby(t).transform("count") >= RO_MIN_PRE_CHANGES) & (mad > 0))
     rise = gap - gap.where(post, np.inf).groupby(t).cummin()
     hit = post & (score >= (patience or 0)) & (rise >= gap_rise * noise)
     return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="ro", step=np.nan)
