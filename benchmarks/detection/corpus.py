@@ -33,8 +33,10 @@ TABLES = ("batches", "epochs", "probes")
 # by seed, fixed before any detector was run on the corpus; `outside`: OUTSIDE's grid points, trained after the
 # default rule was frozen (issue 23). Test seeds 8-11 were added 2026-12-06 (session 13) for the RO segment's
 # 2,000-image PGD-AT point, whose dev and test seeds so far all overfit, so that the segment's test split can
-# hold the 8 RO trials issue 24 asks for; `ro` was frozen (73ce198) before any of them ran
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11), "outside": (6, 7)}
+# hold the 8 RO trials issue 24 asks for; `ro` was frozen (73ce198) before any of them ran. Test seed 12 was added
+# 2026-12-06 (session 14) for the single-step grid: seeds 3-5 were trained before the energy trigger existed, so they
+# hold no mid-epoch probe; seed 12 is trained with the frozen trigger live (d927909), the test split's live sample
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12), "outside": (6, 7)}
 SEED_ORDER = (0, 3, 1, 4, 2, 5)  # a partial corpus still has both splits
 
 COMMON = ["data.val_size=1000", "data.probe_size=256", "data.test_size=1000", "eval.pgd_steps=10",
