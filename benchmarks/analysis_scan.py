@@ -15,7 +15,6 @@ and the ratio. Probes are not part of it (per-sample tables are small next to ba
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -37,6 +36,7 @@ from analysis import detect, rank, trial_metrics  # noqa: E402
 from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, RO_MIN_PRE_CHANGES, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
 from analysis.read import SweepLogs  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.run_dir import RunDir  # noqa: E402
 from workloads.telemetry.schema import SCHEMA_VERSION, arrow_schema  # noqa: E402
 from workloads.telemetry.writer import PartWriter  # noqa: E402
@@ -419,7 +419,7 @@ def same_ranking(a: pl.DataFrame, b: pd.DataFrame) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/tmp/energy-at-bench-scan")
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--epochs", type=int, default=100)

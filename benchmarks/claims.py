@@ -29,7 +29,6 @@ Verdict rules:
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -44,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import scoreboard  # noqa: E402
 from corpus import COMMON, GRID, LARGE, RO  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 CORPUS = scoreboard.CORPUS
 MIN_SEEDS = 2  # an sd needs two seeds
@@ -418,7 +418,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)

@@ -22,7 +22,6 @@ A trial without one counts as healthy.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -235,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "one":
         run_one(argv[1], argv[2:])
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from workloads.config import OneLineParser
+
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("out")

@@ -21,7 +21,6 @@ flows through f(x) (`run_one` patches it back in).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -32,7 +31,8 @@ sys.path.insert(0, str(HERE / "detection"))
 sys.path.insert(0, str(HERE.parent))
 
 from co_onsets import build, run_grid  # noqa: E402
-from corpus import COMMON  # noqa: E402
+from corpus import COMMON, point_of, trial_of  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 SETTING = [*COMMON, "data.subset=20000", "attack.eps=0.3"]
 VARIANTS: dict[str, list[str]] = {  # name -> overrides
@@ -61,7 +61,7 @@ def run_one(out: str, overrides: list[str]) -> None:
     from workloads.energy import delta_energy, joint_energy, marginal_energy
     from workloads.trial import Trial
 
-    variant = overrides[-1].split("=", 1)[1].rsplit("-s", 1)[0]
+    variant = point_of(trial_of(overrides))
     if variant.startswith("der") and not variant.endswith("nat-detached"):
         def through_nat(nat, adv, y, gamma):  # the formula before this study: no detach of f(x)
             de = delta_energy(marginal_energy(nat), marginal_energy(adv))
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "one":
         run_one(argv[1], argv[2:])
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("out")

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -251,7 +250,9 @@ def summary(out: Path, cpu: bool) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from workloads.config import OneLineParser
+
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=("info", "data", "overrides", "sweep", "energy", "summary"))
     ap.add_argument("out", type=Path)
     ap.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU")

@@ -34,6 +34,7 @@ from analysis import report as report_module  # noqa: E402
 from analysis.read import SweepLogs  # noqa: E402
 from support.browser import probe, render, screenshot  # noqa: E402
 from support.synth import many_trials_sweep  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 WEBGL = {"auto": None, "on": True, "off": False}
 BLANK = "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body><p>blank</p></body></html>"
@@ -85,7 +86,7 @@ def measure(n: int, args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, nargs="+", default=[8, 300])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--steps", type=int, default=200, help="logged batches per epoch")

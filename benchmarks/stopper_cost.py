@@ -11,7 +11,6 @@ side, and checks both decide the same. Prints seconds per report and the ratio.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.stopper import EnergyStop, first_event  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.telemetry.writer import PartWriter  # noqa: E402
 
 FLUSH = 100  # telemetry.flush_every's default
@@ -48,7 +48,7 @@ def write_epoch(out: Path, writers: dict, epoch: int, steps: int, rng: np.random
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=200)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--stop-on", default="co_pgd_probe,ro,nan")

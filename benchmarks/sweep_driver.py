@@ -24,7 +24,6 @@ sweep is the same one. It makes the driver slower, so its share is measured agai
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -95,7 +94,9 @@ def timed(callback) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from workloads.config import OneLineParser
+
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=500, help="a multiple of 10 (2 methods x 5 eps x seeds)")
     ap.add_argument("--epochs", type=int, default=10, help="at least 8 (the synthetic curves need them)")
     ap.add_argument("--steps", type=int, default=400, help="batch rows an epoch")

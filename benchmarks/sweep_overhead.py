@@ -9,7 +9,6 @@ trial. On a 2-core machine Tune runs two trials at once, so its total can beat t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.sweep import SweepPlan  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.trial import Trial  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def first_running(sweep_dir: Path, start: float, box: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=4)
     args = ap.parse_args()
     seeds = ",".join(str(s) for s in range(max(1, args.trials // 2)))

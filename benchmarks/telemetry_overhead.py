@@ -23,7 +23,6 @@ measured the same way, armed (a previous epoch's reference in place), and report
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import sys
@@ -38,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.config import compose_trial  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.data import batches  # noqa: E402
 from workloads.host import frozen_heap  # noqa: E402
 from workloads.telemetry.trigger import Trigger  # noqa: E402
@@ -113,7 +113,7 @@ def armed(trigger: Trigger) -> Trigger:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="+", default=["fgsm", "rs_fgsm", "pgd", "trades", "jeat"])
     ap.add_argument("--steps", type=int, default=200, help="timed steps per method (2 Parquet flushes)")
     ap.add_argument("--json", type=Path, default=None, help="write {method: figures} to this file")

@@ -18,7 +18,6 @@ bf16 matmul rate.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference_loop as ref  # noqa: E402
 from orchestrator.config import compose_trial  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.data import Dataset, Split  # noqa: E402
 from workloads.evaluation.checkpoint import build_from_config  # noqa: E402
 from workloads.telemetry.writer import BLOCK  # noqa: E402
@@ -174,7 +174,7 @@ def run(family: str, args, device, overrides: list[str], batch: int, data: Datas
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", action="store_true", help="PreActResNet-18 on CIFAR-shaped data in GPU memory")
     ap.add_argument("--device", default=None, help="default: cuda with --gpu, else cpu (--gpu --device cpu: a "
                     "smoke run of the GPU set-up)")

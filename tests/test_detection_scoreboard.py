@@ -106,6 +106,20 @@ def test_defaults_are_the_dev_split_choice() -> None:
     assert best["false_stops"].startswith("0/")
 
 
+def test_trigger_defaults_are_the_dev_split_choice_of_the_single_step_trials() -> None:
+    """The trigger was chosen before the RO segment existed; its dev trials must not move the choice."""
+    import choose_trigger
+    from workloads.telemetry import trigger as shipped
+
+    board = choose_trigger.grid()
+    assert board.height == len(choose_trigger.SIGNAL_SETS) * 3 * 3
+    assert set(board["collapses"]) == {16}  # the single-step dev trials' collapses, no RO-segment trial
+    best = choose_trigger.choose(board)
+    assert choose_trigger.SIGNAL_SETS[best["signals"]] == shipped.TRIGGER_SIGNALS
+    assert (best["k"], best["h"]) == (shipped.K, shipped.H)
+    assert best["probes_per_healthy_epoch"] <= choose_trigger.MAX_HEALTHY_RATE
+
+
 def test_choice_prefers_no_false_stops_then_recall_then_the_strictest_tie() -> None:
     rows = [
         {"ratio": 0.7, "min_drop": 0.05, "z": 2.0, "false_stops": "1/8", "collapses": "5/5", "median_delay_epochs": 0.0},

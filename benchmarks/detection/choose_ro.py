@@ -11,7 +11,9 @@ pilot m and its 2,000-image twin: the held-out drop drifted there, the gap did n
 -dE(x,y) of val alone (analysis/detectors.py). Candidates: PATIENCE x GAP_RISE x ENERGY but the
 pairs without any condition.
 
-The rule, on the dev split (every segment: a false stop on a single-step trial counts too):
+The rule, on the dev split (every segment: a false stop on a single-step trial counts too; the RO trials
+counted are the segment's, since 2026-12-06 session 14: before, the single-step dev trials labelled RO were in
+the denominators, which `ro` cannot stop without a decay, so the ranking is the same):
   1. fewest false stops (trials labelled healthy that the rule stops);
   2. among those, the rules whose mean harm on the dev trials it stops is <= 0.01 of val PGD, if any;
   3. the most RO trials stopped no later than 3 epochs after their best epoch (onset + 2);
@@ -53,7 +55,8 @@ def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_
     """One candidate's figures on the trials of `lab`."""
     t = ro_outcomes(lab, ro(epochs, patience=patience, gap_rise=gap_rise, energy=energy), RO_WINDOW)
     stopped = t.filter(pl.col("stop").is_not_null())
-    ro_trials = t.filter(pl.col("label") == "robust_overfitting")
+    # `ro` looks only after an lr decay: the single-step trials labelled RO (no decay) are not its to count
+    ro_trials = t.filter((pl.col("label") == "robust_overfitting") & (pl.col("segment") == "ro"))
     return {"patience": patience, "gap_rise": gap_rise, "energy": energy if gap_rise is not None else None,
             "false_stops": stopped.filter(pl.col("label") == "healthy").height,
             "ro_in_window": ro_trials["in_window"].sum(),

@@ -1,6 +1,7 @@
 """Choose the energy trigger's signals, k and h on the dev split only (test is never read here).
 
     python benchmarks/detection/choose_trigger.py [--corpus DIR]
+    python benchmarks/detection/choose_trigger.py --score test|outside   # the shipped setting, replayed there
 
 Replays the trigger (workloads/telemetry/trigger.py, through analysis.detectors.trigger) over the
 dev trials' training streams for each setting and counts, by a rule fixed before looking:
@@ -12,11 +13,15 @@ dev trials' training streams for each setting and counts, by a rule fixed before
 
 The choice: at most 0.5 probes per healthy epoch (the issue's cost bound), then the most collapses
 fired in their onset epoch, then the fewest healthy probes. The corpus has no mid-epoch probes, so
-whether the probe confirms at the fire is measured on the `outside` split, which trains live.
+whether the probe confirms at the fire is measured on the trials that trained live (the `outside` split,
+test seed 12).
+
+The choice reads the single-step trials (segment `co`) only: it was made before the RO segment existed,
+and the segment's long multi-step runs are no collapse candidates. `--score` replays the shipped setting
+on another split, per segment: on the multi-step segment only the healthy-probe rate means anything.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -30,6 +35,7 @@ sys.path.insert(0, str(HERE))
 from scoreboard import CORPUS, labels, load, markdown  # noqa: E402
 
 from analysis.detectors import ordered_batches, trigger  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 from workloads.telemetry import trigger as defaults  # noqa: E402
 
 SIGNAL_SETS = {"de_y": {"de_y": 0}, "de_y+de_std": {"de_y": 0, "de_std": 1},
@@ -52,11 +58,15 @@ def fires_table(lab: pl.DataFrame, fires: pl.DataFrame) -> dict:
             "median_fire_epochs": inside["after"].median()}
 
 
+def _streams(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> pl.DataFrame:
+    return ordered_batches(c["batches"].filter(pl.col("trial").is_in(lab["trial"].to_list())),
+                           ["trial", "epoch", "step", "de", "de_y", "de_std", "acc_adv"])
+
+
 def grid(corpus: Path = CORPUS) -> pl.DataFrame:
     c = load(corpus)
-    lab = labels(c).filter(pl.col("split") == "dev")
-    batches = ordered_batches(c["batches"].filter(pl.col("trial").is_in(lab["trial"].to_list())),
-                              ["trial", "epoch", "step", "de", "de_y", "de_std", "acc_adv"])
+    lab = labels(c).filter((pl.col("split") == "dev") & (pl.col("segment") == "co"))
+    batches = _streams(c, lab)
     rows = []
     for (name, signals), (k, h) in itertools.product(SIGNAL_SETS.items(), itertools.product(*GRID.values())):
         fires = trigger(batches, signals=signals, k=k, h=h)
@@ -69,10 +79,25 @@ def choose(table: pl.DataFrame) -> dict:
     return ok.sort(["in_onset_epoch", "probes_per_healthy_epoch"], descending=[True, False]).row(0, named=True)
 
 
+def score(split: str, corpus: Path = CORPUS) -> pl.DataFrame:
+    """The shipped trigger replayed on `split`'s trials, one row per segment."""
+    c = load(corpus)
+    lab = labels(c).filter(pl.col("split") == split)
+    fires = trigger(_streams(c, lab))
+    return pl.DataFrame([{"split": split, "segment": seg, "trials": part.height}
+                         | fires_table(part, fires.filter(pl.col("trial").is_in(part["trial"].to_list())))
+                         for (seg,), part in lab.sort("segment").group_by("segment", maintain_order=True)])
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(CORPUS))
+    ap.add_argument("--score", choices=["dev", "test", "outside"], default=None,
+                    help="replay the shipped setting on this split instead of choosing")
     a = ap.parse_args(argv)
+    if a.score:
+        print(markdown(score(a.score, Path(a.corpus))))
+        return 0
     table = grid(Path(a.corpus))
     print(markdown(table))
     best = choose(table)
