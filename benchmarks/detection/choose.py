@@ -12,7 +12,6 @@ detector's defaults (analysis/detectors.py) are that choice.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import itertools
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(HERE))
 from scoreboard import CORPUS, _first, labels, load, markdown, score  # noqa: E402
 
 from analysis.detectors import co_pgd_probe  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 GRID = {"ratio": (0.4, 0.5, 0.6, 0.7), "min_drop": (0.05, 0.1, 0.15), "z": (2.0, 3.0, 4.0)}
 
@@ -56,7 +56,7 @@ def choose(board: pl.DataFrame) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(CORPUS))
     a = ap.parse_args(argv)
     board = grid(Path(a.corpus))

@@ -24,7 +24,6 @@ the energy-only rule among the gap-only ones.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(HERE))
 
 from analysis.detectors import ro  # noqa: E402
 from scoreboard import CORPUS, labels, load, ro_outcomes  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 PATIENCE = (None, 2, 3, 5, 10, 20)
 GAP_RISE = (None, 2.0, 3.0, 5.0, 8.0, 12.0)
@@ -75,7 +75,7 @@ def choose(rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(CORPUS))
     a = ap.parse_args(argv)
     c = load(Path(a.corpus))

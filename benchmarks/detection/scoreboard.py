@@ -21,7 +21,6 @@ Rice et al.'s and the energy-only settings come from the dev split (choose_ro.py
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(HERE))  # choose_ro
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 CORPUS = HERE / "corpus"
 COLLAPSE_RATIO, COLLAPSE_DROP = 0.5, 0.10
@@ -393,8 +393,15 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, d
     return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
 
 
-def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(labels of the split's trials of `segment`, one scoreboard row per rule)."""
+def _nonempty(lab: pl.DataFrame, split: str, segment: str, seeds: tuple[int, ...] | None) -> None:
+    if lab.is_empty():
+        raise LookupError(f"no {segment} trial of split {split}" + ("" if seeds is None else f" has a seed in {seeds}")
+                         + "; `corpus.py list` shows the grid")
+
+
+def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
+               seeds: tuple[int, ...] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(labels of the split's trials of `segment`, only `seeds` if given, one scoreboard row per rule)."""
     c = load(corpus)
     lab = labels(c)
     dev_all = lab.filter(pl.col("split") == "dev")
@@ -402,6 +409,8 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") 
     lab = lab.filter(pl.col("segment") == segment)
     if segment == "ro":
         lab = lab if split == "all" else lab.filter(pl.col("split") == split)
+        lab = lab if seeds is None else lab.filter(pl.col("seed").is_in(seeds))
+        _nonempty(lab, split, segment, seeds)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
         return lab, ro_board(c, lab, dev_all, dev_epochs)
     c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
@@ -411,6 +420,9 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co") 
     trigger_h = dev_trigger_h(c["batches"], dev)
     if split != "all":
         lab = lab.filter(pl.col("split") == split)
+    if seeds is not None:
+        lab = lab.filter(pl.col("seed").is_in(seeds))
+    _nonempty(lab, split, segment, seeds)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
@@ -430,19 +442,28 @@ def markdown(board: pl.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "outside", "all"])
+    ap.add_argument("--seeds", default=None, help="only these seeds of the split, comma-separated (e.g. 12: "
+                                                  "the test trials trained with the trigger live)")
     ap.add_argument("--segment", default="co", choices=["co", "ro"],
                     help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
-    lab, board = scoreboard(a.split, Path(a.corpus), a.segment)
+    try:
+        seeds = None if a.seeds is None else tuple(int(x) for x in a.seeds.split(","))
+    except ValueError:
+        ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 12")
+    try:
+        lab, board = scoreboard(a.split, Path(a.corpus), a.segment, seeds)
+    except LookupError as e:
+        ap.error(str(e))
     if a.format == "json":
         print(json.dumps({"labels": lab.drop("acc").to_dicts(), "scoreboard": board.to_dicts()}, default=str))
         return 0
     counts = lab.group_by("label").len().sort("label")
-    print(f"segment {a.segment}, split {a.split}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
+    print(f"segment {a.segment}, split {a.split}{'' if seeds is None else f', seeds {a.seeds}'}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
     print(markdown(board))
     return 0
 

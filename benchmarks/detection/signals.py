@@ -19,7 +19,6 @@ The intervals resample trials (a trial's epochs stay together), `--boot` times, 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import scoreboard  # noqa: E402
+from workloads.config import OneLineParser  # noqa: E402
 
 SMOOTH, STEP_REF = 20, 400  # steps averaged; steps of the reference before them
 MAD_TO_SD = 1.4826
@@ -123,7 +123,7 @@ def markdown(board: pl.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--format", default="md", choices=["md", "json"])
