@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -48,10 +49,17 @@ def tune_trials(sweep_dir: Path) -> dict[str, dict]:
         return {}
     from ray.tune import ExperimentAnalysis
 
+    # It also loads each trial's metrics and warns, one line per trial, for those that have none yet (every
+    # pending trial); status reads only the trials' states.
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         trials = ExperimentAnalysis(str(experiments[-1])).trials
     except Exception:  # no experiment state yet, or one from another Ray version: status reads result.json alone
         return {}
+    finally:
+        log.setLevel(level)
     out: dict[str, dict] = {}
     for trial in trials:
         name = str(trial.custom_dirname or trial.trial_id)

@@ -124,3 +124,29 @@ def test_watch_refreshes_until_its_limit(capsys, tmp_path):
 
     assert status_module.status([str(d), "--watch"], sleep=interrupt) == 0  # Ctrl-C ends it cleanly
     assert main(["status", str(d), "--watch", "0"]) == 2
+
+
+TUNE_RUN = """
+import sys
+from ray import tune
+def trainable(config):
+    tune.report({"score": config["x"]})
+tune.Tuner(trainable, param_space={"x": tune.grid_search([1, 2])},
+           run_config=tune.RunConfig(name="exp", storage_path=sys.argv[1])).fit()
+"""
+
+
+def test_status_of_trials_tune_has_no_metrics_for_prints_no_tune_warning(tmp_path, capfd):
+    """A real Tune experiment whose second trial has no results yet, as a pending trial of a live sweep:
+    Tune's ExperimentAnalysis warns for each such trial; `energy-at status` must not pass that on."""
+    tune_dir = RunDir(tmp_path).tune()
+    subprocess.run([sys.executable, "-c", TUNE_RUN, str(tune_dir)], check=True, capture_output=True, timeout=300)
+    trial_dirs = sorted(d for d in (tune_dir / "exp").iterdir() if d.is_dir())
+    assert len(trial_dirs) == 2
+    for name in ("result.json", "progress.csv"):
+        (trial_dirs[1] / name).unlink()
+    capfd.readouterr()
+    trials = status_module.tune_trials(tmp_path)
+    err = capfd.readouterr().err
+    assert len(trials) == 2 and {t["tune"] for t in trials.values()} == {"TERMINATED"}
+    assert "Failed to fetch metrics" not in err, err
