@@ -105,16 +105,19 @@ def _record_failure(cfg: RunConfig, trial: Trial | None, error: BaseException) -
 
 
 def outcomes(results: Iterable[tuple[str, dict | None]]) -> tuple[str, list[str]]:
-    """A table of trials (id, status, test clean / PGD, best val PGD, reason) and the ids that did not succeed."""
+    """A table of trials and the ids that did not succeed. Per trial: status, its result (the best-val
+    checkpoint's test clean / PGD accuracy), the last model's test PGD, best val PGD and the reason."""
     rows, bad = [], []
     num = lambda r, k: f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "-"  # noqa: E731
     for tid, r in results:
         r = r or {"status": "missing", "reason": "no result.json"}
         if not succeeded(r):
             bad.append(tid)
-        rows.append(f"  {tid:<28} {r.get('status', '?'):<9} {num(r, 'test_acc_nat'):>6} {num(r, 'test_acc_pgd'):>6} "
-                    f"{num(r, 'best_val_acc_pgd'):>6}  {(r.get('reason') or '')[:60]}")
-    head = f"  {'trial':<28} {'status':<9} {'clean':>6} {'PGD':>6} {'val':>6}  reason (test clean/PGD, best val PGD)"
+        rows.append(f"  {tid:<28} {r.get('status', '?'):<9} {num(r, 'best_test_acc_nat'):>6} "
+                    f"{num(r, 'best_test_acc_pgd'):>6} {num(r, 'test_acc_pgd'):>6} {num(r, 'best_val_acc_pgd'):>6}  "
+                    f"{(r.get('reason') or '')[:60]}")
+    head = (f"  {'trial':<28} {'status':<9} {'clean':>6} {'PGD':>6} {'last':>6} {'val':>6}  "
+            "reason (test clean/PGD of best.pt, test PGD of the last model, best val PGD)")
     return "\n".join([head, *rows]), bad
 
 
@@ -139,10 +142,14 @@ def epoch_line(trial: Trial, m: dict, seconds: float) -> str:
 def summary_lines(s: dict, trial: Trial) -> str:
     lines = [f"status     {s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""),
              f"epochs     {s['epochs_done']}   steps {s['steps_done']}   {s.get('seconds', 0):.1f} s"]
+    pgd = f"PGD-{trial.cfg.eval.pgd_steps}"
+    if "best_test_acc_nat" in s:  # the trial's result: its best-val checkpoint
+        lines.append(f"test       clean {s['best_test_acc_nat']:.3f}   {pgd} {s['best_test_acc_pgd']:.3f}   "
+                     f"best.pt, epoch {s['best_epoch'] + 1}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
     if "test_acc_nat" in s:
-        lines.append(f"test       clean {s['test_acc_nat']:.3f}   PGD-{trial.cfg.eval.pgd_steps} "
-                     f"{s['test_acc_pgd']:.3f}   (n={s['test_n']}, eps {trial.cfg.attack.eps:g})")
+        lines.append(f"{'test' if 'best_test_acc_nat' not in s else '':<10} clean {s['test_acc_nat']:.3f}   {pgd} "
+                     f"{s['test_acc_pgd']:.3f}   last model, epoch {s['epochs_done']}")
     lines.append(f"best val   PGD {s['best_val_acc_pgd']:.3f} in epoch {s['best_epoch'] + 1}")  # 1-based, as the epoch lines
     lines.append(f"logs       {trial.out}/{{batches,epochs,probes}}/{trial.id}/")
-    lines.append(f"checkpoint {trial.checkpoint_dir}/last.pt")
+    lines.append(f"checkpoint {trial.checkpoint_dir}/{{best,last}}.pt")
     return "\n".join(lines)

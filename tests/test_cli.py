@@ -1,4 +1,5 @@
 """The `energy-at` command as a user runs it: a real trial, and bad configs rejected before any work."""
+import json
 import subprocess
 import sys
 
@@ -15,6 +16,10 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
                   "data.probe_size=32", "data.test_size=64", "eval.pgd_steps=2", f"out={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert "status     finished" in r.stdout and "PGD-2" in r.stdout
+    result = json.loads(next(tmp_path.glob("trials/*/result.json")).read_text())
+    # the trial's result is its best-val checkpoint: the summary's test line; the last model's follows
+    assert f"clean {result['best_test_acc_nat']:.3f}   PGD-2 {result['best_test_acc_pgd']:.3f}   best.pt, epoch 1" in r.stdout
+    assert f"clean {result['test_acc_nat']:.3f}   PGD-2 {result['test_acc_pgd']:.3f}   last model, epoch 1" in r.stdout
     assert str(tmp_path) in r.stdout
     assert list(tmp_path.glob("batches/fgsm-*/part-*.parquet"))
     assert not {"tracking", "mlflow.db", "tensorboard", "wandb"} & {p.name for p in tmp_path.iterdir()}  # none asked for

@@ -57,6 +57,10 @@ def test_each_ending_has_one_status_and_exit_rule_in_every_command(tmp_path) -> 
     r = energy_at("train", "-m", *TINY, "optim.lr=0.05,1e6", "seed=0,1", f"out={multi}")
     assert statuses(multi) == {e: e for e in ENDINGS}
     assert r.returncode == 1 and f"did not succeed: {ids(multi)['failed']}" in r.stderr, r.stderr[-2000:]
+    done = RunDir(multi).read_result(ids(multi)["finished"])  # its table row: best.pt's test, the last's PGD, val
+    row = next(line.split() for line in (r.stdout + r.stderr).splitlines() if line.split()[:1] == [ids(multi)["finished"]])
+    assert row[1:6] == ["finished", *(f"{done[k]:.3f}" for k in ("best_test_acc_nat", "best_test_acc_pgd",
+                                                                  "test_acc_pgd", "best_val_acc_pgd"))], row
 
     sweep = tmp_path / "sweep"
     break_checkpoints(sweep, ids(sweep)["failed"])
