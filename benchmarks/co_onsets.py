@@ -78,10 +78,11 @@ def _parse(text: str, current):
 
 def build(overrides: list[str], out: str):
     """A validated TrialConfig from `key=value` overrides (method=x means method.name=x)."""
+    from orchestrator.config import with_fractions
     from workloads.config import TrialConfig, validate
 
     cfg = TrialConfig(out=out)
-    for o in overrides:
+    for o in with_fractions(overrides):  # attack.alpha=0.3/4 as the command line takes it
         key, value = o.split("=", 1)
         *path, leaf = key.split(".")
         obj = cfg

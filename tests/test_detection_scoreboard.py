@@ -246,6 +246,18 @@ def test_choose_ro_follows_its_written_rule() -> None:
     assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * n_gap * len(choose_ro.ENERGY) + len(choose_ro.PATIENCE) - 1
 
 
+def test_every_trial_of_every_grid_builds_a_valid_config(tmp_path) -> None:
+    """`corpus.py run` validates every config before training: the PGD-3 points' `attack.alpha=0.3/4` among them."""
+    import corpus
+    from co_onsets import build
+
+    for grid in corpus.GRIDS:
+        for t in corpus.trials((0,), grid):
+            cfg = build(t, str(tmp_path))
+            if "attack.alpha=0.3/4" in t:
+                assert cfg.attack.alpha == pytest.approx(0.075)
+
+
 def test_ro_segment_grid_and_its_trials_segment() -> None:
     import corpus
 
