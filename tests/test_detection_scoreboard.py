@@ -99,7 +99,8 @@ def test_oracle_stops_each_bad_trial_at_its_onset() -> None:
 def test_defaults_are_the_dev_split_choice() -> None:
     board = choose.grid()
     assert board.height == 4 * 3 * 3 and set(board["false_stops"].str.split("/").list.last()) == {
-        str((scoreboard.labels(scoreboard.load()).filter(pl.col("split") == "dev")["label"] == "healthy").sum())}
+        str((scoreboard.labels(scoreboard.load()).filter((pl.col("split") == "dev") & (pl.col("segment") == "co"))
+             ["label"] == "healthy").sum())}
     best = choose.choose(board)
     defaults = {k: v.default for k, v in inspect.signature(co_pgd_probe).parameters.items() if k in choose.GRID}
     assert {k: best[k] for k in choose.GRID} == defaults

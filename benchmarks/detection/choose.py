@@ -34,7 +34,8 @@ GRID = {"ratio": (0.4, 0.5, 0.6, 0.7), "min_drop": (0.05, 0.1, 0.15), "z": (2.0,
 def grid(corpus: Path = CORPUS) -> pl.DataFrame:
     """One row per setting: the dev-split scoreboard columns of co_pgd_probe with it."""
     c = load(corpus)
-    lab = labels(c).filter(pl.col("split") == "dev")
+    # the single-step trials: the choice was made before the RO segment existed, and co_pgd_probe is a CO rule
+    lab = labels(c).filter((pl.col("split") == "dev") & (pl.col("segment") == "co"))
     keep = lab["trial"].to_list()
     epochs = c["epochs"].filter(pl.col("trial").is_in(keep))
     rows = []

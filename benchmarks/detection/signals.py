@@ -125,13 +125,21 @@ def markdown(board: pl.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
+    ap.add_argument("--seeds", default=None, help="only these seeds of the split, comma-separated")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
     c = scoreboard.load()
-    lab = scoreboard.labels(c)
+    lab = scoreboard.labels(c).filter(pl.col("segment") == "co")  # collapse against healthy: the single-step trials
     if a.split != "all":
         lab = lab.filter(pl.col("split") == a.split)
+    if a.seeds is not None:
+        try:
+            lab = lab.filter(pl.col("seed").is_in([int(x) for x in a.seeds.split(",")]))
+        except ValueError:
+            ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 3,4,5")
+    if lab.is_empty():
+        ap.error(f"no single-step trial of split {a.split} has a seed in {a.seeds}")
     t = scores(c, lab)
     board = table(t, a.boot)
     if a.format == "json":
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n_trials = t.group_by("trial").agg(pl.col("label").first())["label"].value_counts().sort("label")
     counts = dict(n_trials.iter_rows())
-    print(f"split {a.split}, {a.boot} bootstrap draws over trials")
+    print(f"split {a.split}{'' if a.seeds is None else f', seeds {a.seeds}'}, {a.boot} bootstrap draws over trials")
     print(f"trials: {counts.get('collapse', 0)} collapse, {counts.get('healthy', 0)} healthy; trial-epochs: "
           f"{int(t['positive'].sum())} collapsed, {int((~t['positive']).sum())} not (yet)")
     print(markdown(board))
