@@ -119,6 +119,9 @@ def test_trigger_defaults_are_the_dev_split_choice_of_the_single_step_trials() -
     assert choose_trigger.SIGNAL_SETS[best["signals"]] == shipped.TRIGGER_SIGNALS
     assert (best["k"], best["h"]) == (shipped.K, shipped.H)
     assert best["probes_per_healthy_epoch"] <= choose_trigger.MAX_HEALTHY_RATE
+    replay = choose_trigger.score("dev").filter(pl.col("segment") == "co").row(0, named=True)  # --score dev
+    assert {k: replay[k] for k in ("probes_per_healthy_epoch", "in_onset_epoch", "collapses")} == \
+        {k: best[k] for k in ("probes_per_healthy_epoch", "in_onset_epoch", "collapses")}
 
 
 def test_choice_prefers_no_false_stops_then_recall_then_the_strictest_tie() -> None:

@@ -1,12 +1,13 @@
 """Choose the energy trigger's signals, k and h on the dev split only (test is never read here).
 
     python benchmarks/detection/choose_trigger.py [--corpus DIR]
-    python benchmarks/detection/choose_trigger.py --score test|outside   # the shipped setting, replayed there
+    python benchmarks/detection/choose_trigger.py --score test|outside [--seeds 3,4,5]   # the shipped setting, replayed there
 
 Replays the trigger (workloads/telemetry/trigger.py, through analysis.detectors.trigger) over the
 dev trials' training streams for each setting and counts, by a rule fixed before looking:
 
-- `probes_per_healthy_epoch`: fires per epoch on healthy trials (each fire costs one probe);
+- `probes_per_healthy_epoch`: fires per epoch on healthy trials (each fire costs at most one probe: the trial
+  probes once at the flush after its fires, so fires before the same flush share it);
 - `in_onset_epoch`: collapsed trials with a fire inside their labelled collapse epoch (the steps where a
   probe can already see the fall and stop the trial before the epoch's end);
 - `median_fire_epochs`: of those, the median fire step after the onset, in epochs.
@@ -79,10 +80,10 @@ def choose(table: pl.DataFrame) -> dict:
     return ok.sort(["in_onset_epoch", "probes_per_healthy_epoch"], descending=[True, False]).row(0, named=True)
 
 
-def score(split: str, corpus: Path = CORPUS) -> pl.DataFrame:
-    """The shipped trigger replayed on `split`'s trials, one row per segment."""
+def score(split: str, corpus: Path = CORPUS, seeds: list[int] | None = None) -> pl.DataFrame:
+    """The shipped trigger replayed on `split`'s trials (only `seeds`, if given), one row per segment."""
     c = load(corpus)
-    lab = labels(c).filter(pl.col("split") == split)
+    lab = labels(c).filter((pl.col("split") == split) & (pl.lit(True) if seeds is None else pl.col("seed").is_in(seeds)))
     fires = trigger(_streams(c, lab))
     return pl.DataFrame([{"split": split, "segment": seg, "trials": part.height}
                          | fires_table(part, fires.filter(pl.col("trial").is_in(part["trial"].to_list())))
@@ -94,9 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--score", choices=["dev", "test", "outside"], default=None,
                     help="replay the shipped setting on this split instead of choosing")
+    ap.add_argument("--seeds", default=None, help="with --score: only these seeds of the split, comma-separated")
     a = ap.parse_args(argv)
     if a.score:
-        print(markdown(score(a.score, Path(a.corpus))))
+        try:
+            seeds = None if a.seeds is None else [int(x) for x in a.seeds.split(",")]
+        except ValueError:
+            ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 3,4,5")
+        table = score(a.score, Path(a.corpus), seeds)
+        if table.is_empty():
+            ap.error(f"--seeds {a.seeds}: no trial of split {a.score} has one of these seeds")
+        print(markdown(table))
         return 0
     table = grid(Path(a.corpus))
     print(markdown(table))
