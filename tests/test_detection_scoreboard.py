@@ -262,6 +262,16 @@ def test_every_trial_of_every_grid_builds_a_valid_config(tmp_path) -> None:
                 assert cfg.attack.alpha == pytest.approx(0.075)
 
 
+def test_a_trial_added_later_moves_no_other_trials_label() -> None:
+    """R(eps, n) comes from seeds 0-5: the corpus's labels with and without test seed 12's trials agree."""
+    c = scoreboard.load()
+    assert c["trials"].filter(pl.col("seed") == 12).height  # the live test seed is in the corpus
+    without = {k: v.filter(~pl.col("trial").str.ends_with("-s12")) for k, v in c.items()}
+    before = scoreboard.labels(without).select("trial", "label", "onset")
+    after = scoreboard.labels(c).select("trial", "label", "onset").join(before.select("trial"), on="trial")
+    assert before.sort("trial").equals(after.sort("trial"))
+
+
 def test_ro_segment_grid_and_its_trials_segment() -> None:
     import corpus
 
