@@ -193,12 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(points) - set(grid_points))
         if unknown:
             ap.error(f"--points: {', '.join(unknown)} not in the {a.grid} grid; see `corpus.py list`")
-        todo = [t for t in trials(tuple(int(s) for s in seeds.split(",")), a.grid)
+        try:
+            seed_list = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            ap.error(f"--seeds {seeds!r}: give integers, comma-separated, e.g. --seeds 0,1,2")
+        todo = [t for t in trials(seed_list, a.grid)
                 if (tid := trial_of(t)) not in done and point_of(tid) in points]
         print(f"{len(done)} trials already in {CORPUS.relative_to(HERE.parent.parent)}", flush=True)
         for t in todo:
             build(t, a.rundir)  # every config valid before anything starts
-        run_grid(Path(a.rundir).resolve(), todo, a.jobs, longest_first=False)
+        # seed by seed, so that a partial corpus holds whole seeds; one seed: longest first, the shortest makespan
+        run_grid(Path(a.rundir).resolve(), todo, a.jobs, longest_first=len(seed_list) == 1)
     else:
         print(json.dumps(pack(Path(a.rundir))))
     return 0
