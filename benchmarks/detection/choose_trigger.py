@@ -33,7 +33,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
-from scoreboard import CORPUS, labels, load, markdown  # noqa: E402
+from corpus import seed_list  # noqa: E402
+from scoreboard import CORPUS, labels, load, markdown, select  # noqa: E402
 
 from analysis.detectors import ordered_batches, trigger  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
@@ -80,10 +81,10 @@ def choose(table: pl.DataFrame) -> dict:
     return ok.sort(["in_onset_epoch", "probes_per_healthy_epoch"], descending=[True, False]).row(0, named=True)
 
 
-def score(split: str, corpus: Path = CORPUS, seeds: list[int] | None = None) -> pl.DataFrame:
+def score(split: str, corpus: Path = CORPUS, seeds: tuple[int, ...] | None = None) -> pl.DataFrame:
     """The shipped trigger replayed on `split`'s trials (only `seeds`, if given), one row per segment."""
     c = load(corpus)
-    lab = labels(c).filter((pl.col("split") == split) & (pl.lit(True) if seeds is None else pl.col("seed").is_in(seeds)))
+    lab = select(labels(c), split, seeds)
     fires = trigger(_streams(c, lab))
     return pl.DataFrame([{"split": split, "segment": seg, "trials": part.height}
                          | fires_table(part, fires.filter(pl.col("trial").is_in(part["trial"].to_list())))
@@ -95,17 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--score", choices=["dev", "test", "outside"], default=None,
                     help="replay the shipped setting on this split instead of choosing")
-    ap.add_argument("--seeds", default=None, help="with --score: only these seeds of the split, comma-separated")
+    ap.add_argument("--seeds", type=seed_list, default=None,
+                    help="with --score: only these seeds of the split, comma-separated")
     a = ap.parse_args(argv)
     if a.score:
         try:
-            seeds = None if a.seeds is None else [int(x) for x in a.seeds.split(",")]
-        except ValueError:
-            ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 3,4,5")
-        table = score(a.score, Path(a.corpus), seeds)
-        if table.is_empty():
-            ap.error(f"--seeds {a.seeds}: no trial of split {a.score} has one of these seeds")
-        print(markdown(table))
+            print(markdown(score(a.score, Path(a.corpus), a.seeds)))
+        except LookupError as e:
+            ap.error(str(e))
         return 0
     table = grid(Path(a.corpus))
     print(markdown(table))

@@ -18,6 +18,7 @@ on a 256-image training probe, and trains with the bf16 fast path (evaluation ru
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -125,6 +126,14 @@ def trials(seeds: tuple[int, ...] = SEED_ORDER, grid: str = "corpus") -> list[li
             for name, overrides in GRIDS[grid]]
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """The argparse type of every detection script's `--seeds`: comma-separated integers."""
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers, comma-separated, e.g. 0,1,2") from None
+
+
 def split_of(seed: int) -> str:
     return next(name for name, seeds in SPLITS.items() if seed in seeds)
 
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("rundir")
     r.add_argument("--jobs", type=int, default=2)
-    r.add_argument("--seeds", default=None, help="default: 0,3,1,4,2,5 (corpus), 6,7 (outside)")
+    r.add_argument("--seeds", type=seed_list, default=None, help="default: 0,3,1,4,2,5 (corpus), 6,7 (outside)")
     r.add_argument("--grid", default="corpus", choices=list(GRIDS))
     r.add_argument("--points", default=None, help="only these grid points, comma-separated (default: all)")
     p = sub.add_parser("pack")
@@ -187,23 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(" ".join(t) for grid in GRIDS for t in trials(grid=grid)))
     elif a.cmd == "run":
         done = packed()
-        seeds = a.seeds or ",".join(map(str, SPLITS["outside"] if a.grid == "outside" else SEED_ORDER))
+        seeds = a.seeds or (SPLITS["outside"] if a.grid == "outside" else SEED_ORDER)
         grid_points = [name for name, _ in GRIDS[a.grid]]
         points = a.points.split(",") if a.points else grid_points
         unknown = sorted(set(points) - set(grid_points))
         if unknown:
             ap.error(f"--points: {', '.join(unknown)} not in the {a.grid} grid; see `corpus.py list`")
-        try:
-            seed_list = tuple(int(s) for s in seeds.split(","))
-        except ValueError:
-            ap.error(f"--seeds {seeds!r}: give integers, comma-separated, e.g. --seeds 0,1,2")
-        todo = [t for t in trials(seed_list, a.grid)
+        todo = [t for t in trials(seeds, a.grid)
                 if (tid := trial_of(t)) not in done and point_of(tid) in points]
         print(f"{len(done)} trials already in {CORPUS.relative_to(HERE.parent.parent)}", flush=True)
         for t in todo:
             build(t, a.rundir)  # every config valid before anything starts
         # seed by seed, so that a partial corpus holds whole seeds; one seed: longest first, the shortest makespan
-        run_grid(Path(a.rundir).resolve(), todo, a.jobs, longest_first=len(seed_list) == 1)
+        run_grid(Path(a.rundir).resolve(), todo, a.jobs, longest_first=len(seeds) == 1)
     else:
         print(json.dumps(pack(Path(a.rundir))))
     return 0

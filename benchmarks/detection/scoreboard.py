@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # choose_ro
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
-from corpus import SEED_ORDER  # noqa: E402
+from corpus import SEED_ORDER, seed_list  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
@@ -398,10 +398,14 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, d
     return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
 
 
-def _nonempty(lab: pl.DataFrame, split: str, segment: str, seeds: tuple[int, ...] | None) -> None:
+def select(lab: pl.DataFrame, split: str, seeds: tuple[int, ...] | None = None) -> pl.DataFrame:
+    """`lab`'s trials of `split` ('all': every split), only those of `seeds` if given; LookupError if none."""
+    lab = lab if split == "all" else lab.filter(pl.col("split") == split)
+    lab = lab if seeds is None else lab.filter(pl.col("seed").is_in(seeds))
     if lab.is_empty():
-        raise LookupError(f"no {segment} trial of split {split}" + ("" if seeds is None else f" has a seed in {seeds}")
-                         + "; `corpus.py list` shows the grid")
+        raise LookupError(f"no trial of split {split}" + ("" if seeds is None else f" has a seed in {seeds}")
+                          + "; `corpus.py list` shows the grid")
+    return lab
 
 
 def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
@@ -413,9 +417,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     dev_epochs = c["epochs"].filter(pl.col("trial").is_in(dev_all["trial"].to_list()))
     lab = lab.filter(pl.col("segment") == segment)
     if segment == "ro":
-        lab = lab if split == "all" else lab.filter(pl.col("split") == split)
-        lab = lab if seeds is None else lab.filter(pl.col("seed").is_in(seeds))
-        _nonempty(lab, split, segment, seeds)
+        lab = select(lab, split, seeds)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
         return lab, ro_board(c, lab, dev_all, dev_epochs)
     c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
@@ -423,11 +425,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     dev = lab.filter(pl.col("split") == "dev")
     free = {signal: dev_threshold(shifts, dev, signal) for signal in FREE_SIGNALS}  # chosen on dev only
     trigger_h = dev_trigger_h(c["batches"], dev)
-    if split != "all":
-        lab = lab.filter(pl.col("split") == split)
-    if seeds is not None:
-        lab = lab.filter(pl.col("seed").is_in(seeds))
-    _nonempty(lab, split, segment, seeds)
+    lab = select(lab, split, seeds)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
@@ -449,26 +447,22 @@ def markdown(board: pl.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "outside", "all"])
-    ap.add_argument("--seeds", default=None, help="only these seeds of the split, comma-separated (e.g. 12: "
-                                                  "the test trials trained with the trigger live)")
+    ap.add_argument("--seeds", type=seed_list, default=None, help="only these seeds of the split, comma-separated "
+                                                                  "(e.g. 12: the test trials trained with the trigger live)")
     ap.add_argument("--segment", default="co", choices=["co", "ro"],
                     help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
     try:
-        seeds = None if a.seeds is None else tuple(int(x) for x in a.seeds.split(","))
-    except ValueError:
-        ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 12")
-    try:
-        lab, board = scoreboard(a.split, Path(a.corpus), a.segment, seeds)
+        lab, board = scoreboard(a.split, Path(a.corpus), a.segment, a.seeds)
     except LookupError as e:
         ap.error(str(e))
     if a.format == "json":
         print(json.dumps({"labels": lab.drop("acc").to_dicts(), "scoreboard": board.to_dicts()}, default=str))
         return 0
     counts = lab.group_by("label").len().sort("label")
-    print(f"segment {a.segment}, split {a.split}{'' if seeds is None else f', seeds {a.seeds}'}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
+    print(f"segment {a.segment}, split {a.split}{'' if a.seeds is None else ', seeds ' + ','.join(map(str, a.seeds))}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
     print(markdown(board))
     return 0
 

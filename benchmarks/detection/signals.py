@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import scoreboard  # noqa: E402
+from corpus import seed_list  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
 SMOOTH, STEP_REF = 20, 400  # steps averaged; steps of the reference before them
@@ -125,21 +126,15 @@ def markdown(board: pl.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
-    ap.add_argument("--seeds", default=None, help="only these seeds of the split, comma-separated")
+    ap.add_argument("--seeds", type=seed_list, default=None, help="only these seeds of the split, comma-separated")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
     c = scoreboard.load()
-    lab = scoreboard.labels(c).filter(pl.col("segment") == "co")  # collapse against healthy: the single-step trials
-    if a.split != "all":
-        lab = lab.filter(pl.col("split") == a.split)
-    if a.seeds is not None:
-        try:
-            lab = lab.filter(pl.col("seed").is_in([int(x) for x in a.seeds.split(",")]))
-        except ValueError:
-            ap.error(f"--seeds {a.seeds!r}: give integers, comma-separated, e.g. --seeds 3,4,5")
-    if lab.is_empty():
-        ap.error(f"no single-step trial of split {a.split} has a seed in {a.seeds}")
+    try:  # collapse against healthy: the single-step trials
+        lab = scoreboard.select(scoreboard.labels(c).filter(pl.col("segment") == "co"), a.split, a.seeds)
+    except LookupError as e:
+        ap.error(str(e))
     t = scores(c, lab)
     board = table(t, a.boot)
     if a.format == "json":
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n_trials = t.group_by("trial").agg(pl.col("label").first())["label"].value_counts().sort("label")
     counts = dict(n_trials.iter_rows())
-    print(f"split {a.split}{'' if a.seeds is None else f', seeds {a.seeds}'}, {a.boot} bootstrap draws over trials")
+    print(f"split {a.split}{'' if a.seeds is None else ', seeds ' + ','.join(map(str, a.seeds))}, {a.boot} bootstrap draws over trials")
     print(f"trials: {counts.get('collapse', 0)} collapse, {counts.get('healthy', 0)} healthy; trial-epochs: "
           f"{int(t['positive'].sum())} collapsed, {int((~t['positive']).sum())} not (yet)")
     print(markdown(board))
