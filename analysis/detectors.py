@@ -401,15 +401,19 @@ def co_pgd_probe(
     p the pooled accuracy: a one-sided two-proportion z-test (z = 3: p ~ 0.001), so a
     32-sample probe needs a fall from about 0.5 to 0.1 where 256 samples show 0.4 -> 0.2.
     Comparing with the best earlier epoch, not the previous one, catches a decline over
-    several epochs. score = a_b - a.
+    several epochs. A probe the trigger ran mid-epoch is tested like an epoch-end one but never becomes
+    the reference: the best of more readings is biased higher, and one spike would then make the next
+    ordinary reading look like a fall (frozen again 2026-12-07, docs/detection.md). score = a_b - a.
     """
     e = (
         _probe_rows(epochs)
         .with_columns(a=_finite("acc_pgd"), n=pl.col("n").cast(pl.Float64))
-        .with_columns(best=pl.col("a").cum_max().shift(1).over("trial"))
-        .with_columns(  # n of the best earlier epoch: the latest earlier epoch at that accuracy
-            n_best=pl.when(pl.col("a") == pl.col("a").cum_max().over("trial")).then(pl.col("n"))
-            .forward_fill().shift(1).over("trial"),
+        .with_columns(ref=pl.when(~pl.col("mid_epoch")).then(pl.col("a")))
+        .with_columns(ref_max=pl.col("ref").cum_max().forward_fill().over("trial"))
+        .with_columns(
+            best=pl.col("ref_max").shift(1).over("trial"),
+            # n of the best earlier epoch-end probe: the latest at that accuracy
+            n_best=pl.when(pl.col("ref") == pl.col("ref_max")).then(pl.col("n")).forward_fill().shift(1).over("trial"),
         )
         .with_columns(pooled=(pl.col("best") * pl.col("n_best") + pl.col("a") * pl.col("n"))
                       / (pl.col("n_best") + pl.col("n")))

@@ -56,6 +56,19 @@ def test_slow_decline_is_measured_against_the_best_epoch() -> None:
     assert co_pgd_probe(probe_epochs(curve, 1000))["epoch"].to_list() == [4]
 
 
+def test_a_mid_epoch_probe_is_tested_but_never_the_reference() -> None:
+    """The rule's second freeze (docs/detection.md): test seed 12's false stop, a triggered probe's one-off
+    0.141 in a trial at 0.01-0.05 made the next epoch-end reading (0.008) a fall."""
+    epoch_ends = probe_epochs([0.02, 0.03, 0.008, 0.03], 256)
+    spike = epoch_ends.filter(pl.col("epoch") == 2).with_columns(step=pl.lit(24, pl.Int64), acc_pgd=pl.lit(0.141, pl.Float32),
+                                                                  train_loss=pl.lit(None, pl.Float64))
+    assert co_pgd_probe(pl.concat([epoch_ends, spike.with_columns(train_loss=pl.lit(1.0))]))["epoch"].to_list() == [2]
+    assert co_pgd_probe(pl.concat([epoch_ends, spike])).is_empty()  # mid-epoch: the reference stays 0.03
+    fall = probe_epochs([0.40, 0.45, 0.10], 256).with_columns(  # a mid-epoch probe that reads a fall still stops
+        train_loss=pl.when(pl.col("epoch") == 2).then(None).otherwise(pl.col("train_loss")))
+    assert co_pgd_probe(fall).select("epoch", "step").rows() == [(2, 29)]
+
+
 def probes(moved: int, n: int) -> pl.DataFrame:
     """Two probe epochs of n samples; in the second, `moved` samples' dE jumped by 5."""
     d0 = [0.01 * (i % 7) for i in range(n)]

@@ -36,9 +36,15 @@ TABLES = ("batches", "epochs", "probes")
 # 2,000-image PGD-AT point, whose dev and test seeds so far all overfit, so that the segment's test split can
 # hold the 8 RO trials issue 24 asks for; `ro` was frozen (73ce198) before any of them ran. Test seed 12 was added
 # 2026-12-06 (session 14) for the single-step grid: seeds 3-5 were trained before the energy trigger existed, so they
-# hold no mid-epoch probe; seed 12 is trained with the frozen trigger live (d927909), the test split's live sample
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12), "outside": (6, 7)}
+# hold no mid-epoch probe; seed 12 is trained with the frozen trigger live (d927909), the test split's live sample.
+# Test seed 13 (the single-step grid) and outside seeds 14-15 were added 2026-12-07 (session 15), in the commit that
+# froze the rule's second version (co_pgd_probe's reference from epoch-end probes only), before any of them ran
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13), "outside": (6, 7, 14, 15)}
 SEED_ORDER = (0, 3, 1, 4, 2, 5)  # a partial corpus still has both splits
+OUTSIDE_SEEDS = (6, 7)  # the outside split's first seeds (`run --grid outside` without --seeds)
+# the seeds each group's label reference R(eps, n) is taken over: those the labels were written for, so that a
+# trial added later moves no other trial's label
+REFERENCE_SEEDS = (*SEED_ORDER, *OUTSIDE_SEEDS)
 
 COMMON = ["data.val_size=1000", "data.probe_size=256", "data.test_size=1000", "eval.pgd_steps=10",
           "eval.restarts=2", "precision=bf16", "channels_last=true", "threads=1", "device=cpu"]
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(" ".join(t) for grid in GRIDS for t in trials(grid=grid)))
     elif a.cmd == "run":
         done = packed()
-        seeds = a.seeds or (SPLITS["outside"] if a.grid == "outside" else SEED_ORDER)
+        seeds = a.seeds or (OUTSIDE_SEEDS if a.grid == "outside" else SEED_ORDER)
         grid_points = [name for name, _ in GRIDS[a.grid]]
         points = a.points.split(",") if a.points else grid_points
         unknown = sorted(set(points) - set(grid_points))

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # choose_ro
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
-from corpus import SEED_ORDER, seed_list  # noqa: E402
+from corpus import REFERENCE_SEEDS, seed_list  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
@@ -80,9 +80,9 @@ def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
               .group_by("trial", maintain_order=True).agg(acc=pl.col("acc_pgd"), lrs=pl.col("lr"),
                                                           last_step=pl.col("step").max()))
     t = t.join(curves, on="trial")
-    # R(eps, n) over the seeds the labels were written for (corpus.SEED_ORDER, 0-5), so that a trial added later
-    # (test seed 12) moves no other trial's label; a group without them (the outside split's) uses its own trials
-    ref_seed = pl.col("seed").is_in(SEED_ORDER)
+    # R(eps, n) over the seeds the labels were written for (corpus.REFERENCE_SEEDS), so that a trial added later
+    # (test seeds 12-13, outside 14-15) moves no other trial's label; a group without them uses its own trials
+    ref_seed = pl.col("seed").is_in(REFERENCE_SEEDS)
     best = (t.with_columns(best=pl.col("acc").list.max()).group_by("eps", "n")
             .agg(ref=pl.coalesce(pl.col("best").filter(ref_seed).median(), pl.col("best").median())))
     t = t.join(best, on=["eps", "n"])
@@ -110,7 +110,8 @@ def probe_steps() -> pl.Expr:
 # Each rule comes with whether it needs the PGD probe (its cost counts against its savings): the free
 # training stream and the val split, which every trial evaluates anyway (best checkpoint, `ro`), cost nothing.
 NONE, EPOCH, TRIGGER = "none", "epoch ends", "epoch ends + trigger"  # which PGD probes a rule runs
-TRIGGER_ONLY = "trigger + epoch 1"  # the variant without the epoch-end probe: the first epoch's (a baseline) only
+GATED = "trigger + epoch ends after a fire"  # the other variant: the epoch-end probe only in an epoch the trigger
+# fired in (and after the first epoch, the baseline)
 Rule = tuple[pl.DataFrame, str]  # (first stop per trial, the probes it runs: NONE, EPOCH or TRIGGER)
 PROBE_KINDS = {"co_pgd_probe", "co_energy"}  # co_energy as a whole: its epoch and probe sources read the probe
 
@@ -124,10 +125,9 @@ def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, Rule]:
     events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
     co = pl.col("kind") == "co_energy"
     epoch_end = c["epochs"].filter(pl.col("train_loss").is_not_null() | (pl.col("split") != "probe"))
-    # the other variant: the probe only when the trigger fires, after a first epoch-end probe as the baseline
-    triggered = c["epochs"].filter((pl.col("split") != "probe") | pl.col("train_loss").is_null() | (pl.col("epoch") == 0))
     return {"co_pgd_probe, epoch-end probes only (no trigger)": (_first(co_pgd_probe(epoch_end)), EPOCH),
-            "co_pgd_probe, triggered probes only (+ epoch 1's)": (_first(co_pgd_probe(triggered)), TRIGGER_ONLY)} | {
+            "co_pgd_probe, epoch-end probe only after a fire (+ epoch 1's)": (_first(co_pgd_probe(gated(c["epochs"]))),
+                                                                            GATED)} | {
         name: (_first(events.filter(sel)), probe) for name, sel, probe in [
         ("co_energy (all sources)", co, EPOCH),
         ("co_energy batch", co & (pl.col("source") == "batch"), NONE),
@@ -265,17 +265,27 @@ def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFram
 # ----------------------------------------------------------------- scoring
 
 
+def gated(epochs: pl.DataFrame) -> pl.DataFrame:
+    """`epochs` as the variant without the every-epoch probe would have logged them: the probe rows the trigger
+    ran mid-epoch, and an epoch-end probe row only for the first epoch and for an epoch with a fire in it."""
+    probe, mid = pl.col("split") == "probe", pl.col("train_loss").is_null()
+    fired = epochs.filter(probe & mid).select("trial", "epoch").unique().with_columns(fired=pl.lit(True))
+    ends = (epochs.filter(probe & ~mid).join(fired, on=["trial", "epoch"], how="left")
+            .filter(pl.col("fired").is_not_null() | (pl.col("epoch") == 0)).drop("fired"))
+    return pl.concat([epochs.filter(~probe | mid), ends])
+
+
 def mid_epoch_probes(epochs: pl.DataFrame) -> pl.DataFrame:
     """(trial, step) of every probe a trial ran mid-epoch on a trigger fire (train_loss null)."""
     return epochs.filter((pl.col("split") == "probe") & pl.col("train_loss").is_null()).select("trial", "step")
 
 
 def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probes: pl.DataFrame | None = None,
-          every_epoch: bool = True) -> dict:
+          end_probes: pl.DataFrame | None = None) -> dict:
     """The scoreboard row of one rule over the labelled trials `lab`; `probe`: the rule runs the PGD probe
     after each epoch it trains (its cost is subtracted from the single-step trials' savings); `mid_probes`
-    (trial, step): the probes the trigger ran mid-epoch, counted up to the stop; `every_epoch` False: the rule
-    runs the epoch-end probe after the first epoch only."""
+    (trial, step): the probes the trigger ran mid-epoch, counted up to the stop; `end_probes` (trial, epoch): the
+    epoch-end probes the rule runs, when not every epoch's."""
     t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
     stopped = pl.col("stop_epoch").is_not_null()
     mid = pl.col("stop_step").is_not_null()  # stopped mid-epoch, at that step
@@ -286,6 +296,11 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
                .filter(pl.col("limit").is_null() | (pl.col("step") < pl.col("limit")))
                .group_by("trial").agg(n_mid=pl.len()))
     t = t.join(counted, on="trial", how="left").with_columns(pl.col("n_mid").fill_null(0))
+    if end_probes is not None:  # those run before the stop (a mid-epoch stop: before its epoch's end)
+        limit = pl.when(mid).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)
+        ran = (t.select("trial", limit=pl.when(stopped).then(limit)).join(end_probes, on="trial")
+               .filter(pl.col("limit").is_null() | (pl.col("epoch") < pl.col("limit"))).group_by("trial").agg(n_end=pl.len()))
+        t = t.join(ran, on="trial", how="left").with_columns(pl.col("n_end").fill_null(0))
     # harm: the best val PGD a stopped trial keeps (its best checkpoint up to the stop) against the full run's;
     # stopped mid-epoch, the epochs before it (the corpus has no val of the model at the stop step)
     kept = pl.col("acc").list.head(pl.when(mid).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)).list.max()
@@ -300,8 +315,8 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     steps_used = pl.when(stopped).then(pl.min_horizontal(stop_step, total)).otherwise(total)
     epoch_end_probes = pl.when(stopped).then(pl.min_horizontal(pl.when(mid).then(pl.col("stop_epoch"))
                                                                .otherwise(pl.col("stop_epoch") + 1), epochs)).otherwise(epochs)
-    if not every_epoch:
-        epoch_end_probes = pl.lit(1)
+    if end_probes is not None:
+        epoch_end_probes = pl.col("n_end")
     probes_run = epoch_end_probes + pl.col("n_mid")
     used = t.select(steps_used).to_series()
     prone = t.filter(pl.col("method").is_in(SINGLE_STEP))
@@ -430,8 +445,9 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
     rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
     mid = mid_epoch_probes(c["epochs"])
+    ends = gated(c["epochs"]).filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null()).select("trial", "epoch")
     rows = [{"rule": name, "reads_probe": probe != NONE, "probes": probe}
-            | score(lab, stops, probe != NONE, mid if probe in (TRIGGER, TRIGGER_ONLY) else None, probe != TRIGGER_ONLY)
+            | score(lab, stops, probe != NONE, mid if probe in (TRIGGER, GATED) else None, ends if probe == GATED else None)
             for name, (stops, probe) in rules.items()]
     return lab, pl.DataFrame(rows)
 
