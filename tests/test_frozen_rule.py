@@ -1,5 +1,6 @@
-"""The default stop rule was frozen in a commit before the `outside` trials that score it were trained, and
-`ro`'s defaults before the RO segment's test trials entered the corpus.
+"""The default stop rule was frozen in a commit before the `outside` trials that score it were trained (its
+second version before test seed 13 and outside seeds 14-15), and `ro`'s defaults before the RO segment's test
+trials entered the corpus.
 
 Reads the repository's history: the frozen commit is an ancestor of HEAD, the rule's numbers (the trigger's
 constants, co_pgd_probe's thresholds, DEFAULT_STOP_ON) are the same now as there, and every commit whose
@@ -66,6 +67,31 @@ def test_the_frozen_commit_is_an_ancestor_and_the_rule_is_unchanged_since(frozen
 
 
 LIVE_TEST_SEEDS = (12,)  # benchmarks/detection/corpus.py SPLITS: test seeds trained with the frozen trigger live
+
+
+FROZEN_V2 = "d2268bba87c925f464b28dc7472ed87b2d1a885e"  # docs/detection.md "The rule's second freeze"
+V2_SEEDS = (13, 14, 15)  # corpus.SPLITS: added in that commit, trained after it
+
+
+def function_source(source: str, name: str) -> str:
+    """A module-level function of `source`, as its syntax tree (docstring and comments aside)."""
+    fn = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    fn.body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body
+    return ast.dump(fn)
+
+
+def test_the_second_freeze_precedes_its_trials_and_the_rule_is_unchanged_since() -> None:
+    if git("rev-parse", "--verify", "--quiet", f"{FROZEN_V2}^{{commit}}").returncode:
+        pytest.skip(f"commit {FROZEN_V2} is not in this checkout's history (a shallow clone?)")
+    assert git("merge-base", "--is-ancestor", FROZEN_V2, "HEAD").returncode == 0
+    now = (ROOT / "analysis/detectors.py").read_text()
+    for fn in ("co_pgd_probe", "_probe_rows"):
+        assert function_source(at(FROZEN_V2, "analysis/detectors.py"), fn) == function_source(now, fn), fn
+    for commit in git("log", "--format=%H", "--", TRIALS).stdout.split():
+        blob = git("show", f"{commit}:{TRIALS}", binary=True).stdout
+        if blob and pl.read_parquet(io.BytesIO(blob)).filter(pl.col("seed").is_in(V2_SEEDS)).height:
+            assert git("merge-base", "--is-ancestor", FROZEN_V2, commit).returncode == 0, commit
+            assert commit != FROZEN_V2
 
 
 def test_outside_and_live_test_trials_enter_the_corpus_only_after_the_freeze(frozen: str) -> None:
