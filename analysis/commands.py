@@ -114,13 +114,16 @@ def _emit(frame: pl.DataFrame, fmt: str, output: str | None) -> int:
 
 
 def detect(argv: list[str]) -> int:
-    """energy-at detect <sweep_dir>... [--format table|json|csv]"""
+    """energy-at detect <sweep_dir>... [--format table|json|csv] [--set KIND.SETTING=VALUE ...]"""
     parser = OneLineParser(prog="energy-at detect", description="CO/RO/NaN events of sweeps")
     parser.add_argument("sweep_dirs", nargs="+")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--set", action="append", default=[], metavar="KIND.SETTING=VALUE",
+                        help="a detector setting, as a trial's detect.KIND.SETTING (e.g. ro.patience=20); repeatable")
     def run(args: argparse.Namespace) -> int:
+        params = detectors.settings(args.set)
         sweep = _sweep(args.sweep_dirs)
-        events = detectors.detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"))
+        events = detectors.detect(sweep.scan("batches"), sweep.scan("epochs"), sweep.scan("probes"), params)
         events = detectors.with_actions(events, sweep.scan("events"))
         if args.format == "table":
             _print_table(events.drop("schema_version"))

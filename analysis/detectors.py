@@ -14,7 +14,12 @@ The statistics and thresholds are explained in docs/analysis.md.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import types
+import typing
+from typing import Any, Mapping, Optional
 
 import polars as pl
 
@@ -32,6 +37,7 @@ RO_MIN_PRE_CHANGES = 5
 # dE signals watched by co_energy, with the side that counts: 0 both, +1 up only
 CO_SIGNALS: dict[str, int] = {"de": 0, "de_y": 0, "de_std": 1}
 EVENT_SCHEMA = polars_schema("events")
+RO_ENERGIES = ("gap", "held_out")  # what `ro`'s energy condition reads
 
 
 # ----------------------------------------------------------------- helpers
@@ -516,7 +522,7 @@ def ro(
     score = epochs since the best val acc_pgd. The defaults (the gap alone, 5x) were chosen on the RO segment's
     dev split by benchmarks/detection/choose_ro.py (docs/detection.md, "Robust overfitting").
     """
-    if energy not in ("gap", "held_out"):
+    if energy not in RO_ENERGIES:
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
     if not {"lr", "de_y"} <= set(_lazy(epochs).collect_schema().names()):
         return empty_events()  # without the lr there is no decay to look after
@@ -647,17 +653,81 @@ def detect(
     batches: Frame | None = None,
     epochs: Frame | None = None,
     probes: Frame | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pl.DataFrame:
-    """All detectors with default thresholds on whichever tables are given."""
+    """All detectors on whichever tables are given; `params` (kind -> keyword -> value, e.g. `{"ro":
+    {"patience": 20}}`) overrides their defaults (`settings` checks the names and types)."""
+    p = {kind: dict((params or {}).get(kind, {})) for kind in DETECTORS}
     if batches is not None:  # read once for co_energy, nan and the trigger
         batches = ordered_batches(batches)
-    parts = [co_energy(batches, epochs, probes)]
+    parts = [co_energy(batches, epochs, probes, **p["co_energy"])]
     if epochs is not None:
-        parts += [co_pgd_probe(epochs), ro(epochs)]
+        parts += [co_pgd_probe(epochs, **p["co_pgd_probe"]), ro(epochs, **p["ro"])]
     if batches is not None:
-        parts.append(nan(batches))
+        parts.append(nan(batches, **p["nan"]))
         mid = pl.concat(parts).filter((pl.col("kind") == "co_pgd_probe") & pl.col("step").is_not_null())
         if not mid.is_empty():  # name the fire that ran each such probe; fires are not events of their own
             fires = trigger(batches.filter(pl.col("trial").is_in(mid["trial"].unique().to_list())))
             parts = [with_trigger(p, fires) for p in parts]
     return _concat(parts)
+
+
+# ----------------------------------------------------------------- settings
+
+
+DETECTORS = {"co_energy": co_energy, "co_pgd_probe": co_pgd_probe, "ro": ro, "nan": nan}  # events.kind -> detector
+
+
+def _field_type(hint: Any) -> Any:
+    """`int | None` as OmegaConf reads it (Optional[int])."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return Optional[inner]
+    return hint
+
+
+def _settings_class(kind: str, fn) -> type:
+    """A dataclass of `fn`'s keyword-only settings with the function's own defaults (written once, there)."""
+    hints = typing.get_type_hints(fn)
+    return _importable(dataclasses.make_dataclass(
+        f"{kind}_settings",
+        [(q.name, _field_type(hints[q.name]), dataclasses.field(default=q.default))
+         for q in inspect.signature(fn).parameters.values() if q.kind is q.KEYWORD_ONLY]))
+
+
+def _importable(cls: type) -> type:
+    """A made class as a name of this module, so that pickle (a Tune trial's parameters) finds it."""
+    cls.__module__ = __name__
+    globals()[cls.__name__] = cls
+    return cls
+
+
+# Every detector's settings as config fields (`detect.ro.patience=20` in train and train -m,
+# `sweep.detect.ro.patience=20`, `energy-at detect --set ro.patience=20`); asdict(...) is `detect`'s `params`
+DetectorSettings = _importable(dataclasses.make_dataclass("DetectorSettings", [
+    (kind, cls, dataclasses.field(default_factory=cls))
+    for kind, cls in ((kind, _settings_class(kind, fn)) for kind, fn in DETECTORS.items())]))
+
+
+def settings(dotlist: list[str]) -> dict[str, dict[str, Any]]:
+    """`["ro.patience=20", ...]` -> `detect`'s params, every setting checked against DetectorSettings
+    (ValueError, one line, naming the setting and what it allows)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    kinds = {f.name: [g.name for g in dataclasses.fields(f.type)] for f in dataclasses.fields(DetectorSettings)}
+    for item in dotlist:
+        key, eq, _ = item.partition("=")
+        kind, dot, name = key.partition(".")
+        if not (eq and dot and name):
+            raise ValueError(f"--set {item!r}: write KIND.SETTING=VALUE, e.g. ro.patience=20 (KIND: {', '.join(kinds)})")
+        if kind not in kinds:
+            raise ValueError(f"--set {key}: unknown detector {kind!r}; allowed: {', '.join(kinds)}")
+        if name not in kinds[kind]:
+            raise ValueError(f"--set {key}: {kind} has no setting {name!r}; allowed: {', '.join(kinds[kind])}")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(DetectorSettings), OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as e:
+        raise ValueError(f"--set {e.full_key}: {str(e).splitlines()[0]}") from None
+    return OmegaConf.to_container(merged)  # type: ignore[return-value]

@@ -29,6 +29,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.detectors import RO_ENERGIES, DetectorSettings
 from orchestrator.tracking.trackers import check_trackers
 from workloads.config import TRIAL_FIELDS, ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
 from workloads.telemetry.schema import EVENT_KINDS
@@ -45,19 +46,31 @@ class RunConfig(TrialConfig):
 
     # energy detectors that end the trial when they fire (`energy-at detect` kinds); []: train every epoch
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))
+    # the detectors' settings, their defaults the detector functions' (analysis/detectors.py): detect.ro.patience=20
+    detect: DetectorSettings = field(default_factory=DetectorSettings)
     # experiment trackers that get the trial as a run (orchestrator/tracking, docs/tracking.md); []: none
     tracking: list[str] = field(default_factory=list)
 
 
-def run_config(trial: TrialConfig, stop_on=DEFAULT_STOP_ON, tracking=()) -> RunConfig:
-    """`trial` to be run with `stop_on` and `tracking` (a sweep hands its settings down this way)."""
+def run_config(trial: TrialConfig, stop_on=DEFAULT_STOP_ON, tracking=(), detect: DetectorSettings | None = None) -> RunConfig:
+    """`trial` to be run with `stop_on`, `detect` and `tracking` (a sweep hands its settings down this way)."""
     return RunConfig(**{name: getattr(trial, name) for name in TRIAL_FIELDS}, stop_on=list(stop_on),
-                     tracking=list(tracking))
+                     detect=detect if detect is not None else DetectorSettings(), tracking=list(tracking))
 
 
 def trial_part(cfg: TrialConfig) -> TrialConfig:
     """The trial's own fields of `cfg` (a RunConfig less the runner's)."""
     return TrialConfig(**{name: getattr(cfg, name) for name in TRIAL_FIELDS})
+
+
+def check_detect(settings: DetectorSettings, field_name: str = "detect") -> None:
+    """ConfigError for detector settings that type checks pass but the detectors refuse."""
+    ro = settings.ro
+    if ro.energy not in RO_ENERGIES:
+        raise ConfigError(f"{field_name}.ro.energy", f"unknown value {ro.energy!r}; allowed: {', '.join(RO_ENERGIES)}")
+    if ro.patience is None and ro.gap_rise is None:
+        raise ConfigError(f"{field_name}.ro", "patience and gap_rise are both null, so ro would stop every trial at "
+                          f"its first epoch after the lr decay; set one, e.g. {field_name}.ro.patience=10")
 
 
 def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:
@@ -188,6 +201,7 @@ def validated(d: dict[str, Any]) -> RunConfig:
     cfg = from_dict(d, RunConfig)
     validate(cfg)
     check_stop_on(cfg.stop_on)
+    check_detect(cfg.detect)
     check_trackers(cfg.tracking)
     return cfg
 

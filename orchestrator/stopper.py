@@ -10,6 +10,8 @@ end. The detectors are causal, so the decision equals the offline one on the sam
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
+from typing import Any, Mapping
 
 import polars as pl
 
@@ -22,15 +24,18 @@ from workloads.config import trial_id
 TABLES = ("batches", "epochs", "probes")  # what `detect` reads
 
 
-def first_event(out: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_STOP_ON) -> dict | None:
+Params = Mapping[str, Mapping[str, Any]] | None  # `detect`'s params: kind -> setting -> value
+
+
+def first_event(out: str | os.PathLike, trial: str, epoch: int, stop_on=DEFAULT_STOP_ON, params: Params = None) -> dict | None:
     """The earliest event of a kind in `stop_on` in `trial`'s logs up to `epoch`, or None."""
     logs = SweepLogs(out, warn=False, trials=[trial])
-    return _earliest({t: logs.scan(t).filter(pl.col("epoch") <= epoch) for t in TABLES}, stop_on)
+    return _earliest({t: logs.scan(t).filter(pl.col("epoch") <= epoch) for t in TABLES}, stop_on, params)
 
 
-def _earliest(frames: dict[str, pl.LazyFrame | None], stop_on) -> dict | None:
+def _earliest(frames: dict[str, pl.LazyFrame | None], stop_on, params: Params = None) -> dict | None:
     """The first event of a kind in `stop_on` that `detect` finds in `frames` (table -> rows or None)."""
-    events = detect(frames["batches"], frames["epochs"], frames["probes"]).filter(pl.col("kind").is_in(stop_on))
+    events = detect(frames["batches"], frames["epochs"], frames["probes"], params).filter(pl.col("kind").is_in(stop_on))
     return None if events.is_empty() else events.sort("epoch", "step", nulls_last=True, maintain_order=True).row(0, named=True)
 
 
@@ -47,8 +52,8 @@ class EnergyStop:
     then run on the whole prefix, so the decision is `first_event`'s (tests/test_stopper_incremental.py).
     """
 
-    def __init__(self, out: str | os.PathLike, trial: str, stop_on=DEFAULT_STOP_ON):
-        self.out, self.trial, self.stop_on = out, trial, tuple(stop_on)
+    def __init__(self, out: str | os.PathLike, trial: str, stop_on=DEFAULT_STOP_ON, params: Params = None):
+        self.out, self.trial, self.stop_on, self.params = out, trial, tuple(stop_on), params
         self.tables = sorted({t for kind in self.stop_on for t in NEEDS.get(kind, ())})
         self._logs: SweepLogs | None = None
         self._rows: dict[str, pl.DataFrame] = {}
@@ -69,9 +74,9 @@ class EnergyStop:
     def __call__(self, metrics: dict) -> dict | None:
         upto = pl.col("epoch") <= metrics["epoch"]
         return _earliest({t: self._read(t).lazy().filter(upto) if t in self.tables else None for t in TABLES},
-                         self.stop_on)
+                         self.stop_on, self.params)
 
 
 def stop_rule(cfg: RunConfig) -> EnergyStop | None:
     """The energy stop rule of a trial config (None when `stop_on` is empty)."""
-    return EnergyStop(cfg.out, trial_id(cfg), cfg.stop_on) if cfg.stop_on else None
+    return EnergyStop(cfg.out, trial_id(cfg), cfg.stop_on, asdict(cfg.detect)) if cfg.stop_on else None

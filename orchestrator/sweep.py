@@ -16,7 +16,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from orchestrator.config import DEFAULT_STOP_ON, ConfigError, check_stop_on, compose_config, compose_trial, trial_part
+from analysis.detectors import DetectorSettings
+from orchestrator.config import DEFAULT_STOP_ON, ConfigError, check_detect, check_stop_on, compose_config, compose_trial, trial_part
 from orchestrator.search import SEARCHES, SearchPlan
 from orchestrator.space import axes, expand
 from orchestrator.tracking.trackers import check_trackers
@@ -47,6 +48,7 @@ class SweepSettings:
     seed: int = 0  # seed of those draws (and of the Optuna sampler)
     scheduler: str = "fifo"  # fifo | asha
     stop_on: list[str] = field(default_factory=lambda: list(DEFAULT_STOP_ON))  # [] = no energy stopper
+    detect: DetectorSettings = field(default_factory=DetectorSettings)  # the detectors' settings: sweep.detect.ro.patience=20
     # experiment trackers fed by the Tune driver (orchestrator/tracking/): mlflow, tensorboard, wandb
     tracking: list[str] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)
@@ -232,13 +234,13 @@ class SweepPlan:
         path = os.path.join(storage, s.name)
         restore = tune.Tuner.can_restore(path)
         if self.search is not None:
-            trainable = tune.with_parameters(run_suggested, search=self.search, stop_on=list(s.stop_on))
+            trainable = tune.with_parameters(run_suggested, search=self.search, stop_on=list(s.stop_on), detect=s.detect)
         else:
             configs = {t.trial_id: asdict(t) for t in self.trials}  # in Ray's object store, not in every printout
             if restore:  # an experiment an earlier version started names its trials by their legacy ids
                 configs |= {old: asdict(replace(t, trial_id=old)) for old, t in self.legacy.items()
                             if old not in configs}
-            trainable = tune.with_parameters(run_trial, configs=configs, stop_on=list(s.stop_on))
+            trainable = tune.with_parameters(run_trial, configs=configs, stop_on=list(s.stop_on), detect=s.detect)
         trainable = tune.with_resources(trainable, resources)
         if restore:
             return tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
@@ -365,6 +367,7 @@ def _validate_settings(config: SweepConfig) -> None:
         if importlib.util.find_spec("optuna") is None:
             raise ConfigError("sweep.search", "optuna is not installed: pip install 'energy-at[optuna]'")
     check_stop_on(list(s.stop_on), "sweep.stop_on")
+    check_detect(s.detect, "sweep.detect")
     if s.resources.cpus <= 0 or s.resources.gpus < 0:
         raise ConfigError("sweep.resources", "cpus must be > 0 and gpus >= 0")
     if s.resources.gpus > 1 and s.resources.gpus != int(s.resources.gpus):

@@ -12,6 +12,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallbac
 from ray.tune.search.sample import Domain, Sampler
 from ray.tune.search.variant_generator import RecursiveDependencyError
 
+from analysis.detectors import DetectorSettings
 from orchestrator import runner
 from orchestrator.config import DEFAULT_STOP_ON, RunConfig, run_config
 from orchestrator.search import SearchPlan
@@ -52,18 +53,18 @@ class PerTrial(Domain):
         return f"per trial: {sorted(set(map(repr, self.values.values())))}"
 
 
-def run_trial(config: dict, configs: dict[str, dict], stop_on=DEFAULT_STOP_ON) -> None:
+def run_trial(config: dict, configs: dict[str, dict], stop_on=DEFAULT_STOP_ON, detect: DetectorSettings | None = None) -> None:
     """Tune trainable: `config["trial"]` is a trial id, `configs[id]` its TrialConfig as a dict (out = the sweep).
 
     The trial runs the config validated when the sweep was planned, looked up by id, with the sweep's
-    `stop_on`. The other keys of `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for
+    `stop_on` and detector settings `detect`. The other keys of `config` (`method.name`, `seed`, ...: `SweepPlan.params`) are there for
     Tune to show; they are never read."""
-    _run(run_config(from_dict(configs[config["trial"]]), stop_on))
+    _run(run_config(from_dict(configs[config["trial"]]), stop_on, detect=detect))
 
 
-def run_suggested(config: dict, search: SearchPlan, stop_on=DEFAULT_STOP_ON) -> None:
+def run_suggested(config: dict, search: SearchPlan, stop_on=DEFAULT_STOP_ON, detect: DetectorSettings | None = None) -> None:
     """Tune trainable of a search algorithm: `config` holds its values for every axis (`SearchPlan`)."""
-    _run(run_config(search.config(config), stop_on))
+    _run(run_config(search.config(config), stop_on, detect=detect))
 
 
 def _run(cfg: RunConfig) -> None:

@@ -59,7 +59,8 @@ def test_optuna_missing_is_named_with_the_extra_to_install(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(tmp_path):
-    args = [*SEARCH, "sweep.num_samples=3", "sweep.scheduler=asha", "sweep.report=false", f"sweep.out={tmp_path}"]
+    args = [*SEARCH, "sweep.num_samples=3", "sweep.scheduler=asha", "sweep.report=false", f"sweep.out={tmp_path}",
+            "sweep.detect.nan.patience=6"]
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", *args], capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -77,6 +78,7 @@ def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(t
         cfg = json.loads((tmp_path / "trials" / f"trial={tid}" / "config.json").read_text())
         assert (cfg["method.name"], cfg["attack.eps"], cfg["optim.lr"]) == (c["method"], c["attack.eps"], c["optim.lr"])
         assert "co_pgd_probe" in cfg["stop_on"]  # the energy stopper ran in every trial
+        assert cfg["detect.nan.patience"] == 6 and cfg["detect.ro.gap_rise"] == 5.0  # with the sweep's settings
         result_json = json.loads((tmp_path / "trials" / f"trial={tid}" / "result.json").read_text())
         assert result_json["status"] in ("finished", "stopped"), result_json
         if result_json["stopped_by"] == "asha":  # ASHA ended it: recorded as such, not left `running`
