@@ -15,7 +15,7 @@ RUN_ONLY = frozenset({
     "has_config", "resume", "device", "threads", "hostname", "slurm_job_id",
     "data.root", "eval.batch_size", "tracking",
 })
-RUN_ONLY_PREFIXES = ("hydra.", "cluster.", "runtime.", "result.", "telemetry.")
+RUN_ONLY_PREFIXES = ("hydra.", "cluster.", "runtime.", "result.", "telemetry.", "detect.")  # detect.: the runner's
 CO_KINDS = ("co_energy", "co_pgd_probe")
 METRICS = ("robust_best", "robust_final", "clean_final", "ro_gap", "co_epoch")
 ASCENDING = frozenset({"ro_gap", "co_rate"})  # smaller is better
