@@ -88,6 +88,29 @@ def test_harm_and_net_savings_of_a_stop_on_a_hand_made_trial() -> None:
     assert scoreboard.score(lab, stops.clear())["harm_worst"] == 0  # not stopped: nothing lost
 
 
+def test_the_probe_on_fire_variant_runs_the_epoch_end_probe_after_a_fired_epoch_only() -> None:
+    """Epochs 0-3 of 10 steps, a probe row at each epoch's end and a triggered one at step 14 (epoch 1):
+    the variant keeps the epoch-end probes of epochs 0 and 1 and the triggered one; stopped after epoch 2
+    (not stopped mid-epoch) it ran 2 epoch-end probes and 1 triggered: 3 x 5 = 15 step-equivalents."""
+    ends = pl.DataFrame({"trial": "t", "epoch": [0, 1, 2, 3], "step": [9, 19, 29, 39], "split": "probe",
+                         "train_loss": 1.0, "acc_pgd": 0.5})
+    fired = pl.DataFrame({"trial": ["t"], "epoch": [1], "step": [14], "split": ["probe"], "train_loss": [None],
+                          "acc_pgd": [0.5]}, schema_overrides={"train_loss": pl.Float64})
+    val = ends.with_columns(split=pl.lit("val"))
+    kept = scoreboard.gated(pl.concat([ends, fired, val]))
+    probe = kept.filter(pl.col("split") == "probe").sort("step")
+    assert probe.select("epoch", "step").rows() == [(0, 9), (1, 14), (1, 19)] and kept.filter(pl.col("split") == "val").height == 4
+    lab = pl.DataFrame({"trial": ["t"], "method": ["fgsm"], "eps": [0.3], "n": [1000], "point": ["p"],
+                        "label": ["healthy"], "onset": [None], "onset_step": [None], "steps_per_epoch": [10],
+                        "total_steps": [40], "epochs": [4], "probe_steps": [5.0], "acc": [[0.3, 0.5, 0.5, 0.6]]},
+                       schema_overrides={"onset": pl.Int64, "onset_step": pl.Int64})
+    stops = pl.DataFrame({"trial": ["t"], "epoch": [2], "step": [None]}, schema_overrides={"step": pl.Int64})
+    row = scoreboard.score(lab, stops, probe=True, mid_probes=fired.select("trial", "step"),
+                           end_probes=probe.filter(pl.col("train_loss").is_not_null()).select("trial", "epoch"))
+    assert row["saved_net_co_prone"] == pytest.approx(1 - (30 + 15) / 40)
+    assert row["probes_per_healthy_epoch"] == pytest.approx(3 / 4) and row["triggered_per_healthy_epoch"] == pytest.approx(1 / 4)
+
+
 def test_oracle_stops_each_bad_trial_at_its_onset() -> None:
     lab = scoreboard.labels(scoreboard.load())
     stops = scoreboard.oracle(lab)
