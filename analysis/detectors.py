@@ -657,14 +657,14 @@ def detect(
 ) -> pl.DataFrame:
     """All detectors on whichever tables are given; `params` (kind -> keyword -> value, e.g. `{"ro":
     {"patience": 20}}`) overrides their defaults (`settings` checks the names and types)."""
-    p = {kind: dict((params or {}).get(kind, {})) for kind in DETECTORS}
+    kw = {kind: dict((params or {}).get(kind, {})) for kind in DETECTORS}
     if batches is not None:  # read once for co_energy, nan and the trigger
         batches = ordered_batches(batches)
-    parts = [co_energy(batches, epochs, probes, **p["co_energy"])]
+    parts = [co_energy(batches, epochs, probes, **kw["co_energy"])]
     if epochs is not None:
-        parts += [co_pgd_probe(epochs, **p["co_pgd_probe"]), ro(epochs, **p["ro"])]
+        parts += [co_pgd_probe(epochs, **kw["co_pgd_probe"]), ro(epochs, **kw["ro"])]
     if batches is not None:
-        parts.append(nan(batches, **p["nan"]))
+        parts.append(nan(batches, **kw["nan"]))
         mid = pl.concat(parts).filter((pl.col("kind") == "co_pgd_probe") & pl.col("step").is_not_null())
         if not mid.is_empty():  # name the fire that ran each such probe; fires are not events of their own
             fires = trigger(batches.filter(pl.col("trial").is_in(mid["trial"].unique().to_list())))
