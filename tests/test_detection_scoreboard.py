@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "detection"))
 
 import choose  # noqa: E402
+import choose_trigger  # noqa: E402
 import scoreboard  # noqa: E402
 
 from analysis.detectors import co_pgd_probe  # noqa: E402
@@ -132,7 +133,6 @@ def test_defaults_are_the_dev_split_choice() -> None:
 
 def test_trigger_defaults_are_the_dev_split_choice_of_the_single_step_trials() -> None:
     """The trigger was chosen before the RO segment existed; its dev trials must not move the choice."""
-    import choose_trigger
     from workloads.telemetry import trigger as shipped
 
     board = choose_trigger.grid()
@@ -145,6 +145,14 @@ def test_trigger_defaults_are_the_dev_split_choice_of_the_single_step_trials() -
     replay = choose_trigger.score("dev").filter(pl.col("segment") == "co").row(0, named=True)  # --score dev
     assert {k: replay[k] for k in ("probes_per_healthy_epoch", "in_onset_epoch", "collapses")} == \
         {k: best[k] for k in ("probes_per_healthy_epoch", "in_onset_epoch", "collapses")}
+
+
+def test_headroom_counts_onset_epochs_above_the_healthy_epochs_quantiles() -> None:
+    """choose_trigger --headroom on dev (docs/detection.md): stricter quantiles, fewer onset epochs above them."""
+    table = choose_trigger.headroom("dev")
+    counts = [int(x.split("/")[0]) for x in table["collapse epochs above it"]]
+    assert table["peak z"].is_sorted() and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    assert {x.split("/")[1] for x in table["collapse epochs above it"]} == {"16"}  # the dev collapses
 
 
 def test_choice_prefers_no_false_stops_then_recall_then_the_strictest_tie() -> None:

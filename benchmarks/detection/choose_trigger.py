@@ -2,6 +2,7 @@
 
     python benchmarks/detection/choose_trigger.py [--corpus DIR]
     python benchmarks/detection/choose_trigger.py --score test|outside [--seeds 3,4,5]   # the shipped setting, replayed there
+    python benchmarks/detection/choose_trigger.py --headroom [--split dev]   # what any threshold on these signals can do
 
 Replays the trigger (workloads/telemetry/trigger.py, through analysis.detectors.trigger) over the
 dev trials' training streams for each setting and counts, by a rule fixed before looking:
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE))
 from corpus import seed_list  # noqa: E402
 from scoreboard import CORPUS, labels, load, markdown, select  # noqa: E402
 
-from analysis.detectors import ordered_batches, trigger  # noqa: E402
+from analysis.detectors import MAD_TO_SD, ordered_batches, trigger  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 from workloads.telemetry import trigger as defaults  # noqa: E402
 
@@ -91,6 +92,44 @@ def score(split: str, corpus: Path = CORPUS, seeds: tuple[int, ...] | None = Non
                          for (seg,), part in lab.sort("segment").group_by("segment", maintain_order=True)])
 
 
+SMOOTH = 20  # steps averaged in --headroom
+QUANTILES = (0.5, 0.75, 0.9, 0.95)
+
+
+def epoch_peaks(batches: pl.DataFrame, signals: dict[str, int] = defaults.TRIGGER_SIGNALS) -> pl.DataFrame:
+    """Per trial and epoch (from the second): the largest z of a SMOOTH-step mean of any trigger signal (on its
+    side), in the trigger's units: against the median and robust sd of the second half of the previous epoch,
+    scaled by sqrt(SMOOTH) so that a mean of SMOOTH noise steps has sd 1."""
+    b = batches.sort("trial", "step").with_columns(
+        _i=pl.int_range(pl.len()).over("trial", "epoch"), _n=pl.len().over("trial", "epoch"))
+    peaks = []
+    for signal, side in signals.items():
+        x = pl.col(signal).cast(pl.Float64)
+        ref = (b.filter((pl.col("_i") >= pl.col("_n") // 2) & x.is_finite())
+               .group_by("trial", "epoch").agg(med=x.median(), mad=(x - x.median()).abs().median())
+               .with_columns(epoch=pl.col("epoch") + 1, sd=MAD_TO_SD * pl.col("mad")))
+        z = ((x - pl.col("med")) / pl.max_horizontal("sd", pl.lit(1e-12))).rolling_mean(SMOOTH).over("trial", "epoch")
+        moved = (z if side > 0 else -z if side < 0 else z.abs()) * SMOOTH ** 0.5
+        peaks.append(b.filter(x.is_finite()).join(ref, on=["trial", "epoch"]).sort("trial", "step")
+                     .select("trial", "epoch", peak=moved).group_by("trial", "epoch").agg(pl.col("peak").max()))
+    return (pl.concat(peaks).group_by("trial", "epoch").agg(pl.col("peak").max())
+            .with_columns(pl.col("trial").cast(pl.String)))
+
+
+def headroom(split: str = "dev", corpus: Path = CORPUS) -> pl.DataFrame:
+    """How many collapses' onset epochs peak above a share of the healthy trials' epochs: the most a trigger
+    on these signals could fire inside the collapse epoch while firing in that share of healthy epochs."""
+    c = load(corpus)
+    lab = select(labels(c).filter(pl.col("segment") == "co"), split, None)
+    peaks = epoch_peaks(_streams(c, lab)).join(lab.select("trial", "label", "onset"), on="trial")
+    healthy = peaks.filter(pl.col("label") == "healthy")["peak"]
+    onsets = peaks.filter((pl.col("label") == "collapse") & (pl.col("epoch") == pl.col("onset")))["peak"]
+    collapses = lab.filter(pl.col("label") == "collapse").height
+    return pl.DataFrame([{"healthy epochs above": f"{1 - q:.0%}", "peak z": healthy.quantile(q),
+                          "collapse epochs above it": f"{(onsets > healthy.quantile(q)).sum()}/{collapses}"}
+                         for q in QUANTILES])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(CORPUS))
@@ -98,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="replay the shipped setting on this split instead of choosing")
     ap.add_argument("--seeds", type=seed_list, default=None,
                     help="with --score: only these seeds of the split, comma-separated")
+    ap.add_argument("--headroom", action="store_true", help="onset epochs against healthy epochs, threshold-free")
+    ap.add_argument("--split", choices=["dev", "test", "outside"], default="dev", help="with --headroom")
     a = ap.parse_args(argv)
+    if a.headroom:
+        print(markdown(headroom(a.split, Path(a.corpus))))
+        return 0
     if a.score:
         try:
             print(markdown(score(a.score, Path(a.corpus), a.seeds)))
