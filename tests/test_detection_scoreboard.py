@@ -89,6 +89,22 @@ def test_harm_and_net_savings_of_a_stop_on_a_hand_made_trial() -> None:
     assert scoreboard.score(lab, stops.clear())["harm_worst"] == 0  # not stopped: nothing lost
 
 
+def test_each_trials_stop_agrees_with_the_default_rules_scoreboard_row() -> None:
+    """scoreboard.py --stops (the per-trial table behind docs/detection.md's reasons) on the live test seed 13."""
+    stops = scoreboard.default_stops("test", seeds=(13,))
+    _, board = scoreboard.scoreboard("test", seeds=(13,))
+    row = board.filter(pl.col("rule").str.starts_with("default")).row(0, named=True)
+    coll = stops.filter(pl.col("label") == "collapse")
+    assert row["in_window"] == f"{coll['in_window'].sum()}/{coll.height}"
+    assert row["collapses"] == f"{coll['stop_epoch'].is_not_null().sum()}/{coll.height}"
+    healthy = stops.filter(pl.col("label") == "healthy")
+    assert row["false_stops"] == f"{healthy['stop_epoch'].is_not_null().sum()}/{healthy.height}"
+    assert row["harm_mean"] == pytest.approx(stops["harm"].fill_null(0).mean(), abs=1e-3)
+    mid = coll.filter(pl.col("stop_step").is_not_null())
+    assert row["stopped_mid_epoch"] == f"{mid.height}/{coll['stop_epoch'].is_not_null().sum()}"
+    assert mid["evidence"].str.starts_with("step: mid-epoch").all()
+
+
 def test_the_probe_on_fire_variant_runs_the_epoch_end_probe_after_a_fired_epoch_only() -> None:
     """Epochs 0-3 of 10 steps, a probe row at each epoch's end and a triggered one at step 14 (epoch 1):
     the variant keeps the epoch-end probes of epochs 0 and 1 and the triggered one; stopped after epoch 2

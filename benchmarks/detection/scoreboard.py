@@ -452,6 +452,29 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     return lab, pl.DataFrame(rows)
 
 
+def default_stops(split: str, corpus: Path = CORPUS, seeds: tuple[int, ...] | None = None) -> pl.DataFrame:
+    """Per single-step trial of the split: its label and onset, where the default stop rule stops it (the
+    epoch; the step when mid-epoch, at a probe the trigger ran), whether that is in the collapse window, the
+    best val PGD it loses, and the event's evidence."""
+    c = load(corpus)
+    lab = select(labels(c).filter(pl.col("segment") == "co"), split, seeds)
+    c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
+    events = detect(c["batches"], c["epochs"], c["probes"]).filter(pl.col("kind").is_in(DEFAULT_STOP_ON))
+    first = (events.sort("epoch", "step", nulls_last=True).group_by("trial").first()  # as _first, with its evidence
+             .select("trial", "evidence", stop_epoch="epoch",
+                     stop_step=pl.when(pl.col("kind") == "co_pgd_probe").then(pl.col("step")).cast(pl.Int64)))
+    t = lab.join(first, on="trial", how="left")
+    kept = pl.col("acc").list.head(pl.when(pl.col("stop_step").is_not_null()).then(pl.col("stop_epoch"))
+                                   .otherwise(pl.col("stop_epoch") + 1)).list.max()
+    return t.select(
+        "trial", "label", "onset", "stop_epoch", "stop_step",
+        in_window=pl.when(pl.col("label") == "collapse").then(
+            pl.col("stop_epoch").is_between(pl.col("onset") - 2, pl.col("onset") + 1).fill_null(False)),
+        harm=pl.when(pl.col("stop_epoch").is_not_null()).then(pl.col("acc").list.max() - kept.fill_null(0.0)).round(3),
+        evidence=pl.col("evidence").str.slice(0, 90),
+    ).sort("label", "trial")
+
+
 def markdown(board: pl.DataFrame) -> str:
     cols = board.columns
     fmt = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -469,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
+    ap.add_argument("--stops", action="store_true", help="also each single-step trial's stop under the default rule")
     a = ap.parse_args(argv)
     try:
         lab, board = scoreboard(a.split, Path(a.corpus), a.segment, a.seeds)
@@ -480,6 +504,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = lab.group_by("label").len().sort("label")
     print(f"segment {a.segment}, split {a.split}{'' if a.seeds is None else ', seeds ' + ','.join(map(str, a.seeds))}: {lab.height} trials; " + ", ".join(f"{r[0]} {r[1]}" for r in counts.iter_rows()))
     print(markdown(board))
+    if a.stops:
+        print(f"\ndefault stop_on ({', '.join(DEFAULT_STOP_ON)}), each trial:")
+        print(markdown(default_stops(a.split, Path(a.corpus), a.seeds)))
     return 0
 
 
