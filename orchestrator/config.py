@@ -52,6 +52,9 @@ class RunConfig(TrialConfig):
     tracking: list[str] = field(default_factory=list)
 
 
+RUN_FIELDS = tuple(f.name for f in fields(RunConfig) if f.name not in TRIAL_FIELDS)  # how the run is watched
+
+
 def run_config(trial: TrialConfig, stop_on=DEFAULT_STOP_ON, tracking=(), detect: DetectorSettings | None = None) -> RunConfig:
     """`trial` to be run with `stop_on`, `detect` and `tracking` (a sweep hands its settings down this way)."""
     return RunConfig(**{name: getattr(trial, name) for name in TRIAL_FIELDS}, stop_on=list(stop_on),

@@ -33,7 +33,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator import runner
-from orchestrator.config import HydraFlags, compose_trial, search_path, validated, with_fractions
+from orchestrator.config import RUN_FIELDS, HydraFlags, compose_trial, search_path, validated, with_fractions
 from workloads.config import ConfigError, TrialConfig, trial_id
 from workloads.run_dir import RunDir, write_json
 
@@ -123,6 +123,12 @@ def plan(trial_args: list[str]) -> list[tuple[list[str], TrialConfig]]:
     for i, (overrides, cfg) in enumerate(trials):  # Hydra launches every grid point: two would share a folder
         j = seen.setdefault(trial_id(cfg), i)
         if j != i:
+            differ = [o.lstrip("+~").split("=", 1)[0] for o in overrides if o not in trials[j][0]]
+            if differ and all(key.split(".", 1)[0] in RUN_FIELDS for key in differ):
+                raise ConfigError(f"trial {i} ({' '.join(overrides)})",
+                                  f"is trial {j} again (same id {trial_id(cfg)}): {', '.join(differ)} is how the run "
+                                  "is watched, not what the trial computes; to compare stop settings, train once "
+                                  "with stop_on=[] and replay its logs: energy-at detect OUT --set KIND.SETTING=VALUE")
             raise ConfigError(f"trial {i} ({' '.join(overrides)})",
                               f"is trial {j} again (same id {trial_id(cfg)}: its method reads none of the fields "
                               "that differ); drop the repeated values from the grid")

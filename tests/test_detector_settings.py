@@ -64,3 +64,13 @@ def test_a_bad_set_is_one_line_before_anything_is_read(tmp_path, item: str, mess
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"energy-at detect: error: {message}"), r.stderr
 
+
+
+def test_a_grid_over_a_stop_setting_says_how_to_compare_settings() -> None:
+    """The settings do not change the trial's id: a train -m grid over them would train one trial twice."""
+    from orchestrator.multirun import plan
+    from workloads.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detect\.ro\.patience is how the run is watched, not what the trial "
+                                          r"computes; .* energy-at detect OUT --set KIND\.SETTING=VALUE"):
+        plan(["detect.ro.patience=3,7", "epochs=1"])
