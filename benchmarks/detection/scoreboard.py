@@ -280,6 +280,16 @@ def mid_epoch_probes(epochs: pl.DataFrame) -> pl.DataFrame:
     return epochs.filter((pl.col("split") == "probe") & pl.col("train_loss").is_null()).select("trial", "step")
 
 
+# Over labelled trials joined with their stop (stop_epoch; stop_step when stopped mid-epoch, at a triggered probe):
+STOPPED = pl.col("stop_epoch").is_not_null()
+MID_EPOCH = pl.col("stop_step").is_not_null()
+EPOCH_ENDS = pl.when(MID_EPOCH).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)  # reached before the stop
+# of a stopped trial: the best val PGD of the full run minus the best it keeps (its best checkpoint up to the stop;
+# stopped mid-epoch, the epochs before it: the corpus has no val of the model at the stop step)
+HARM = pl.col("acc").list.max() - pl.col("acc").list.head(EPOCH_ENDS).list.max().fill_null(0.0)
+IN_WINDOW = pl.col("stop_epoch").is_between(pl.col("onset") - 2, pl.col("onset") + 1)  # of a collapse
+
+
 def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probes: pl.DataFrame | None = None,
           end_probes: pl.DataFrame | None = None) -> dict:
     """The scoreboard row of one rule over the labelled trials `lab`; `probe`: the rule runs the PGD probe
@@ -287,8 +297,7 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     (trial, step): the probes the trigger ran mid-epoch, counted up to the stop; `end_probes` (trial, epoch): the
     epoch-end probes the rule runs, when not every epoch's."""
     t = lab.join(stops.rename({"epoch": "stop_epoch", "step": "stop_step"}), on="trial", how="left")
-    stopped = pl.col("stop_epoch").is_not_null()
-    mid = pl.col("stop_step").is_not_null()  # stopped mid-epoch, at that step
+    stopped, mid = STOPPED, MID_EPOCH
     mid_probes = mid_probes if mid_probes is not None else pl.DataFrame(schema={"trial": pl.String, "step": pl.Int64})
     # the stop as a step: the end of the stop epoch, or the mid-epoch step
     stop_step = pl.when(mid).then(pl.col("stop_step") + 1).otherwise((pl.col("stop_epoch") + 1) * pl.col("steps_per_epoch"))
@@ -297,14 +306,10 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
                .group_by("trial").agg(n_mid=pl.len()))
     t = t.join(counted, on="trial", how="left").with_columns(pl.col("n_mid").fill_null(0))
     if end_probes is not None:  # those run before the stop (a mid-epoch stop: before its epoch's end)
-        limit = pl.when(mid).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)
-        ran = (t.select("trial", limit=pl.when(stopped).then(limit)).join(end_probes, on="trial")
+        ran = (t.select("trial", limit=pl.when(stopped).then(EPOCH_ENDS)).join(end_probes, on="trial")
                .filter(pl.col("limit").is_null() | (pl.col("epoch") < pl.col("limit"))).group_by("trial").agg(n_end=pl.len()))
         t = t.join(ran, on="trial", how="left").with_columns(pl.col("n_end").fill_null(0))
-    # harm: the best val PGD a stopped trial keeps (its best checkpoint up to the stop) against the full run's;
-    # stopped mid-epoch, the epochs before it (the corpus has no val of the model at the stop step)
-    kept = pl.col("acc").list.head(pl.when(mid).then(pl.col("stop_epoch")).otherwise(pl.col("stop_epoch") + 1)).list.max()
-    harm = t.select(pl.when(stopped).then(pl.col("acc").list.max() - kept.fill_null(0.0)).otherwise(0.0)).to_series()
+    harm = t.select(pl.when(stopped).then(HARM).otherwise(0.0)).to_series()
     bad = t.filter(pl.col("label") != "healthy")
     coll = t.filter(pl.col("label") == "collapse")
     healthy = t.filter(pl.col("label") == "healthy")
@@ -313,8 +318,7 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     delay_st = (det.select(stop_step - pl.col("onset_step"))).to_series().median() if det.height else None
     total, epochs = pl.col("total_steps"), pl.col("epochs")
     steps_used = pl.when(stopped).then(pl.min_horizontal(stop_step, total)).otherwise(total)
-    epoch_end_probes = pl.when(stopped).then(pl.min_horizontal(pl.when(mid).then(pl.col("stop_epoch"))
-                                                               .otherwise(pl.col("stop_epoch") + 1), epochs)).otherwise(epochs)
+    epoch_end_probes = pl.when(stopped).then(pl.min_horizontal(EPOCH_ENDS, epochs)).otherwise(epochs)
     if end_probes is not None:
         epoch_end_probes = pl.col("n_end")
     probes_run = epoch_end_probes + pl.col("n_mid")
@@ -326,7 +330,7 @@ def score(lab: pl.DataFrame, stops: pl.DataFrame, probe: bool = False, mid_probe
     healthy_epochs = healthy["epochs"].sum()
     return {
         "collapses": f"{det.height}/{coll.height}",
-        "in_window": f"{det.filter((pl.col('stop_epoch') >= pl.col('onset') - 2) & (pl.col('stop_epoch') <= pl.col('onset') + 1)).height}/{coll.height}",
+        "in_window": f"{det.filter(IN_WINDOW).height}/{coll.height}",
         "recall_collapse": det.height / coll.height if coll.height else None,
         "bad_stopped": f"{bad.filter(stopped).height}/{bad.height}",
         "false_stops": f"{healthy.filter(stopped).height}/{healthy.height}",
@@ -463,14 +467,10 @@ def default_stops(split: str, corpus: Path = CORPUS, seeds: tuple[int, ...] | No
     first = (events.sort("epoch", "step", nulls_last=True).group_by("trial").first()  # as _first, with its evidence
              .select("trial", "evidence", stop_epoch="epoch",
                      stop_step=pl.when(pl.col("kind") == "co_pgd_probe").then(pl.col("step")).cast(pl.Int64)))
-    t = lab.join(first, on="trial", how="left")
-    kept = pl.col("acc").list.head(pl.when(pl.col("stop_step").is_not_null()).then(pl.col("stop_epoch"))
-                                   .otherwise(pl.col("stop_epoch") + 1)).list.max()
-    return t.select(
+    return lab.join(first, on="trial", how="left").select(
         "trial", "label", "onset", "stop_epoch", "stop_step",
-        in_window=pl.when(pl.col("label") == "collapse").then(
-            pl.col("stop_epoch").is_between(pl.col("onset") - 2, pl.col("onset") + 1).fill_null(False)),
-        harm=pl.when(pl.col("stop_epoch").is_not_null()).then(pl.col("acc").list.max() - kept.fill_null(0.0)).round(3),
+        in_window=pl.when(pl.col("label") == "collapse").then(IN_WINDOW.fill_null(False)),
+        harm=pl.when(STOPPED).then(HARM).round(3),
         evidence=pl.col("evidence").str.slice(0, 90),
     ).sort("label", "trial")
 
