@@ -98,19 +98,21 @@ QUANTILES = (0.5, 0.75, 0.9, 0.95)
 
 def epoch_peaks(batches: pl.DataFrame, signals: dict[str, int] = defaults.TRIGGER_SIGNALS) -> pl.DataFrame:
     """Per trial and epoch (from the second): the largest z of a SMOOTH-step mean of any trigger signal (on its
-    side), in the trigger's units: against the median and robust sd of the second half of the previous epoch,
-    scaled by sqrt(SMOOTH) so that a mean of SMOOTH noise steps has sd 1."""
-    b = batches.sort("trial", "step").with_columns(
-        _i=pl.int_range(pl.len()).over("trial", "epoch"), _n=pl.len().over("trial", "epoch"))
+    side), in the trigger's units (Trigger._roll): against the median and robust sd of the second half of the
+    previous epoch's values, when it has MIN_VALUES of them; scaled by sqrt(SMOOTH) so that a mean of SMOOTH noise
+    steps has sd 1."""
     peaks = []
     for signal, side in signals.items():
         x = pl.col(signal).cast(pl.Float64)
-        ref = (b.filter((pl.col("_i") >= pl.col("_n") // 2) & x.is_finite())
-               .group_by("trial", "epoch").agg(med=x.median(), mad=(x - x.median()).abs().median())
+        values = (batches.filter(x.is_finite()).sort("trial", "step")
+                  .with_columns(_i=pl.int_range(pl.len()).over("trial", "epoch"), _n=pl.len().over("trial", "epoch")))
+        ref = (values.filter(pl.col("_i") >= pl.col("_n") // 2)
+               .group_by("trial", "epoch").agg(med=x.median(), mad=(x - x.median()).abs().median(), k=pl.len())
+               .filter(pl.col("k") >= defaults.MIN_VALUES)
                .with_columns(epoch=pl.col("epoch") + 1, sd=MAD_TO_SD * pl.col("mad")))
         z = ((x - pl.col("med")) / pl.max_horizontal("sd", pl.lit(1e-12))).rolling_mean(SMOOTH).over("trial", "epoch")
         moved = (z if side > 0 else -z if side < 0 else z.abs()) * SMOOTH ** 0.5
-        peaks.append(b.filter(x.is_finite()).join(ref, on=["trial", "epoch"]).sort("trial", "step")
+        peaks.append(values.join(ref, on=["trial", "epoch"]).sort("trial", "step")
                      .select("trial", "epoch", peak=moved).group_by("trial", "epoch").agg(pl.col("peak").max()))
     return (pl.concat(peaks).group_by("trial", "epoch").agg(pl.col("peak").max())
             .with_columns(pl.col("trial").cast(pl.String)))
