@@ -55,8 +55,9 @@ def test_a_setting_reaches_the_live_stop_rule_and_detect_set_replays_it(tmp_path
 
 
 @pytest.mark.parametrize("item, message", [
-    ("ro.pattience=2", "--set ro.pattience: ro has no setting 'pattience'; allowed: patience, gap_rise, energy"),
-    ("rox.patience=2", "--set rox.patience: unknown detector 'rox'; allowed: co_energy, co_pgd_probe, ro, nan"),
+    ("ro.pattience=2", "--set ro.pattience: unknown key; did you mean ro.patience? allowed: energy, gap_rise, patience"),
+    ("rox.patience=2", "--set rox: unknown key; did you mean ro? allowed: co_energy, co_pgd_probe, nan, ro"),
+    ("ro.patience=soon", "--set ro.patience: Value 'soon' of type 'str' could not be converted to Integer"),
     ("ro=2", "--set 'ro=2': write KIND.SETTING=VALUE, e.g. ro.patience=20"),
 ])
 def test_a_bad_set_is_one_line_before_anything_is_read(tmp_path, item: str, message: str) -> None:
