@@ -29,7 +29,8 @@ def _run(parser: argparse.ArgumentParser, argv: list[str], body: Callable[[argpa
     try:
         return body(args)
     except (SweepError, QueryError, ValueError, KeyError) as exc:
-        return _fail(parser.prog, str(exc).strip("'\""))
+        # str(KeyError) is the repr of its message; any other error's message may end in a quote of its own
+        return _fail(parser.prog, str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
 
 
 def _sweep(dirs: list[str]) -> SweepLogs:

@@ -111,6 +111,11 @@ def test_detect_command(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None
         ("eps0.25-s0", 4), ("eps0.25-s1", 5)}
     assert commands.detect([str(sweep)]) == 0
     assert "co_energy" in capsys.readouterr().out
+    # --set: the same detectors with other settings (a drop to 1% of the best probe accuracy fires nowhere)
+    assert commands.detect([str(sweep), "--format", "json", "--set", "co_pgd_probe.ratio=0.01"]) == 0
+    assert not [e for e in json.loads(capsys.readouterr().out) if e["kind"] == "co_pgd_probe"]
+    assert commands.detect([str(sweep), "--set", "ro.energy=logits"]) == 2  # the detector's own message, whole
+    assert capsys.readouterr().err == "energy-at detect: error: ro: energy='logits': use 'gap' or 'held_out'\n"
 
 
 def test_query_formats(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
