@@ -212,6 +212,25 @@ def test_subset_probe_and_test_size(tmp_path):
     assert len(set(ds.test.ids.tolist())) == 7 and ds.test.ids.max() < 30
 
 
+def test_label_noise_moves_that_share_of_training_labels_only(tmp_path):
+    make_idx(tmp_path, n_train=400, n_test=30)
+    root = str(tmp_path)
+    clean = load_dataset("mnist", root, val_size=50, probe_size=100, seed=4)
+    noisy = load_dataset("mnist", root, val_size=50, probe_size=100, label_noise=0.3, seed=4)
+    moved = noisy.train.labels != clean.train.labels
+    assert moved.sum() == 105  # 0.3 of 350, each to another class
+    assert torch.equal(noisy.train.ids, clean.train.ids) and torch.equal(noisy.probe.ids, clean.probe.ids)
+    by_id = dict(zip(noisy.train.ids.tolist(), noisy.train.labels.tolist()))
+    assert noisy.probe.labels.tolist() == [by_id[i] for i in noisy.probe.ids.tolist()]  # the labels it trains on
+    for name in ("val", "test"):
+        assert torch.equal(getattr(noisy, name).labels, getattr(clean, name).labels)
+    again = load_dataset("mnist", root, val_size=50, probe_size=100, label_noise=0.3, seed=4)
+    assert torch.equal(again.train.labels, noisy.train.labels)
+    other, other_clean = (load_dataset("mnist", root, val_size=50, label_noise=n, seed=5) for n in (0.3, 0.0))
+    other_moved = other.train.ids[other.train.labels != other_clean.train.labels]
+    assert set(other_moved.tolist()) != set(noisy.train.ids[moved].tolist())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -223,6 +242,7 @@ def test_subset_probe_and_test_size(tmp_path):
         ({"probe_size": 2.5}, "data.probe_size must be a non-negative integer"),
         ({"test_size": 13}, "data.test_size must be at most the 12"),
         ({"seed": -1}, "data.seed must be a non-negative integer"),
+        ({"label_noise": 1.0}, "data.label_noise must be a share in"),
     ],
 )
 def test_argument_validation_names_the_field(tmp_path, kwargs, message):

@@ -78,6 +78,12 @@ def test_a_trial_of_an_earlier_version_keeps_its_id(tmp_path):
     assert trial_id(c) == new
 
 
+def test_a_field_added_later_moves_no_id_at_its_default(tmp_path):
+    # fgsm-s0-0f7e010ca8: the default trial's id before data.label_noise existed (e9ae9d6), as in runs/fgsm-co
+    assert trial_id(cfg("fgsm", str(tmp_path))) == "fgsm-s0-0f7e010ca8"
+    assert trial_id(cfg("fgsm", str(tmp_path), data__label_noise=0.2)) != "fgsm-s0-0f7e010ca8"
+
+
 def test_every_field_a_method_does_not_declare_is_dropped_from_its_id():
     for name, m in METHODS.items():
         view = read_fields(flatten(cfg(name)))

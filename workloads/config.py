@@ -45,6 +45,7 @@ class DataConfig:
     probe_size: int = 512
     test_size: int = 1000
     augment: bool | None = None  # None: crop+flip for 32x32 sets, none for 28x28
+    label_noise: float = 0.0  # share of training labels moved to another class (val, test clean): sharper RO
 
 
 @dataclass
@@ -106,6 +107,9 @@ class TrialConfig:
 TRIAL_FIELDS = tuple(f.name for f in fields(TrialConfig))  # a config of a subclass (the runner's) has more
 # keys that do not change what a trial computes
 RUN_ONLY = ("out", "trial_id", "device", "threads", "resume")
+# Trial fields added after trial ids were in use: hashed only when set off their default, so every earlier
+# trial keeps its id.
+HASHED_WHEN_SET = ("data.label_noise",)
 PRECISIONS = ("fp32", "bf16")
 RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
@@ -245,7 +249,9 @@ def legacy_trial_id(cfg: TrialConfig) -> str:
 
 def _hashable(cfg: TrialConfig) -> dict[str, Any]:
     """The flattened trial fields but RUN_ONLY (a subclass's own fields, the runner's, are not the trial's)."""
-    return {k: v for k, v in flatten(cfg).items() if k.split(".")[0] in TRIAL_FIELDS and k not in RUN_ONLY}
+    default = flatten(TrialConfig())
+    return {k: v for k, v in flatten(cfg).items() if k.split(".")[0] in TRIAL_FIELDS and k not in RUN_ONLY
+            and not (k in HASHED_WHEN_SET and v == default[k])}
 
 
 def trial_id(cfg: TrialConfig) -> str:
@@ -346,6 +352,9 @@ def validate(cfg: TrialConfig) -> None:
             isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in ms):
         raise ConfigError("schedule.milestones", f"must be a list of fractions of training in (0,1) (the "
                           f"decay at epoch 100 of 200 is 0.5), got {ms!r}")
+    if not 0 <= cfg.data.label_noise < 1:
+        raise ConfigError("data.label_noise", f"must be a share of the training labels in [0,1) (0.2 moves one "
+                          f"in five to another class), got {cfg.data.label_noise}")
     if not 0 <= cfg.method.reinit <= 1:
         raise ConfigError("method.reinit", f"must be a probability in [0,1], got {cfg.method.reinit}")
     for name in ("data.subset", "telemetry.natural_every"):

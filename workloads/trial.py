@@ -107,8 +107,8 @@ class Trial:
         torch.manual_seed(cfg.seed)
         d = cfg.data
         self.data = data or load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size,
-                                         probe_size=d.probe_size, test_size=d.test_size, seed=cfg.seed,
-                                         device=self.device)
+                                         probe_size=d.probe_size, test_size=d.test_size,
+                                         label_noise=d.label_noise, seed=cfg.seed, device=self.device)
         RunDir(cfg.out).create()  # after the data checks: a bad config writes nothing
         self.augment = self.data.augment if d.augment is None else d.augment
         c, h, _ = self.data.shape

@@ -2,10 +2,10 @@
 # The robust-overfitting pilot (issue 24; docs/detection.md, "Robust overfitting: the pilot"):
 # PGD-5 AT of model=wide_cnn on a few Fashion-MNIST images with a piecewise lr decay, one torch
 # thread a trial, looking for Rice et al.'s fall of val PGD after the decay.
-#   bash benchmarks/detection/ro_pilot.sh OUT a|b|...|j|n|p  # one pilot trial into OUT (resumable)
+#   bash benchmarks/detection/ro_pilot.sh OUT a|b|...|j|n|p|q|r  # one pilot trial into OUT (resumable)
 #   bash benchmarks/detection/ro_pilot.sh OUT curves           # every pilot's epoch curves, as CSV
 set -euo pipefail
-out=${1:?usage: $0 OUT a|b|c|d|e|f|g|h|i|j|n|p|curves}
+out=${1:?usage: $0 OUT a|b|c|d|e|f|g|h|i|j|n|p|q|r|curves}
 ea="${EA:-.venv/bin/energy-at}"
 common=(method=pgd model=wide_cnn attack.steps=5 schedule=piecewise batch_size=64 data.probe_size=256
         data.test_size=500 precision=bf16 channels_last=true threads=1 device=cpu stop_on=[] seed=0 "out=$out")
@@ -30,6 +30,11 @@ case "${2:?}" in  # lr 0.05 x0.1 at each milestone; weight decay 5e-4 unless sai
   # about half j's images (256, the probe's size: easier to memorise), batch 32 (8 steps an epoch, as j), 60 epochs, the decay at 20%
   p) "$ea" train "${common[@]}" attack.eps=0.1 data.subset=256 epochs=60 "schedule.milestones=[0.2]" schedule.factor=0.3 \
        data.val_size=1000 eval.pgd_steps=5 optim.weight_decay=0 batch_size=32 trial_id=p ;;
+  # j's setting with label noise on the training set (Dong et al., NeurIPS 2022: robust overfitting as label
+  # noise memorised after the decay), hoping for a sharper fall: 20% (q) and 40% (r); 60 epochs, the decay at 25%
+  q|r) "$ea" train "${common[@]}" attack.eps=0.1 data.subset=500 epochs=60 "schedule.milestones=[0.25]" schedule.factor=0.3 \
+         data.val_size=1000 eval.pgd_steps=5 optim.weight_decay=0 "data.label_noise=$([ "$2" = q ] && echo 0.2 || echo 0.4)" \
+         "trial_id=$2" ;;
   curves) "${PY:-.venv/bin/python}" - "$out" <<'PY'
 import sys, polars as pl
 from analysis.read import SweepLogs

@@ -11,7 +11,7 @@ from .catalog import dataset_info, load_raw
 from .formats import DatasetError
 
 # Independent random streams per purpose, so e.g. the val split does not move when subset changes.
-_STREAM_VAL, _STREAM_PROBE, _STREAM_TEST = 0, 1, 2
+_STREAM_VAL, _STREAM_PROBE, _STREAM_TEST, _STREAM_NOISE = 0, 1, 2, 3
 
 
 @dataclass
@@ -51,6 +51,7 @@ def load_dataset(
     val_size: int = 1000,
     probe_size: int = 512,
     test_size: int | None = None,
+    label_noise: float = 0.0,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> Dataset:
@@ -59,6 +60,8 @@ def load_dataset(
     val: val_size samples held out of the original training set. train: the rest, or
     `subset` of them. probe: the first min(probe_size, len(train)) samples of a seeded
     permutation of train. test: the whole test set, or test_size samples of it.
+    label_noise: this share of the training samples (probe included) get a uniformly drawn
+    other class; val and test keep their true labels.
     """
     info = dataset_info(name)
     _check_int("data.val_size", val_size, minimum=0)
@@ -68,6 +71,8 @@ def load_dataset(
         _check_int("data.subset", subset, minimum=1)
     if test_size is not None:
         _check_int("data.test_size", test_size, minimum=1)
+    if isinstance(label_noise, bool) or not isinstance(label_noise, (int, float)) or not 0 <= label_noise < 1:
+        raise DatasetError(f"data.label_noise must be a share in [0, 1), got {label_noise!r}")
     device = torch.device(device)
     raw = load_raw(name, root)
 
@@ -99,6 +104,8 @@ def load_dataset(
     else:
         test_ids = np.sort(_permutation(n_test, seed, _STREAM_TEST)[:test_size])
 
+    train_labels = _with_noise(raw.train_labels, train_ids, label_noise, info.num_classes, seed)
+
     def split(images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> Split:
         return Split(
             images=torch.from_numpy(images[ids]).to(device),
@@ -110,12 +117,23 @@ def load_dataset(
         name=name,
         num_classes=info.num_classes,
         shape=info.shape,
-        train=split(raw.train_images, raw.train_labels, train_ids),
+        train=split(raw.train_images, train_labels, train_ids),
         val=split(raw.train_images, raw.train_labels, np.sort(val_ids)),
         test=split(raw.test_images, raw.test_labels, test_ids),
-        probe=split(raw.train_images, raw.train_labels, probe_ids),
+        probe=split(raw.train_images, train_labels, probe_ids),
         augment=info.augment,
     )
+
+
+def _with_noise(labels: np.ndarray, train_ids: np.ndarray, share: float, num_classes: int, seed: int) -> np.ndarray:
+    """labels with round(share * len(train_ids)) of the training samples moved to another class (seeded)."""
+    if share == 0:
+        return labels
+    rng = np.random.default_rng([seed, _STREAM_NOISE])
+    flipped = rng.choice(train_ids, size=round(share * len(train_ids)), replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, num_classes, size=len(flipped))) % num_classes
+    return noisy
 
 
 def _permutation(n: int, seed: int, stream: int) -> np.ndarray:

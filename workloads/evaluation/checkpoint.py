@@ -144,4 +144,4 @@ def trial_data(cfg: TrialConfig, device: torch.device | str = "cpu", test_size: 
     """The trial's dataset with its own split seed (val is the trial's held-out validation set)."""
     d = cfg.data
     return load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size, probe_size=d.probe_size,
-                        test_size=test_size, seed=cfg.seed, device=device)
+                        test_size=test_size, label_noise=d.label_noise, seed=cfg.seed, device=device)
