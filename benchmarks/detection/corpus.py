@@ -1,6 +1,6 @@
 """The detection corpus: full-length Fashion-MNIST trials with the stopper off, and their labels.
 
-    python benchmarks/detection/corpus.py run RUNDIR [--jobs 2] [--seeds 0,1,2,3,4,5] [--grid outside|ro] [--points A,B]
+    python benchmarks/detection/corpus.py run RUNDIR [--jobs 2] [--seeds 0,1,2,3,4,5] [--grid outside|ro|ro_noise] [--points A,B]
     python benchmarks/detection/corpus.py pack RUNDIR        # -> benchmarks/detection/corpus/*.parquet
     python benchmarks/detection/corpus.py list               # the grid, one trial a line
 
@@ -107,7 +107,23 @@ RO: list[tuple[str, list[str]]] = [
     ("trades5-e0.10-n500", ["method=trades", "data.subset=500"]),
     ("pgd5-e0.10-n500-late", ["method=pgd", "data.subset=500", "schedule.milestones=[0.9]"]),
 ]
-GRIDS = {"corpus": GRID, "outside": OUTSIDE, "ro": RO}
+# The second robust-overfitting segment (issue 24, 2026-12-07, session 16; written before its runs): the segment
+# above in pilot r's setting, 40% of the training labels moved to another class (`data.label_noise`; Dong et al.,
+# NeurIPS 2022, read robust overfitting as label noise memorised after the decay). Pilot r fell 0.245 from its
+# peak one epoch after the decay, pilot q (20%) 0.106, where the clean segment falls 0.03-0.09. 40 epochs, the
+# decay (x0.3) at 30% (epoch 12), about 6 min a trial. Healthy counterparts: the decay at 90% (4 epochs after
+# it: no time to fall) and no decay at all (constant lr: `ro` never looks; a rule that reads val PGD alone might).
+RO_NOISE_COMMON = [*RO_COMMON, "epochs=40", "schedule.milestones=[0.3]", "data.label_noise=0.4", "data.subset=500"]
+RO_NOISE: list[tuple[str, list[str]]] = [
+    ("pgd5-e0.10-n500-noise0.4", ["method=pgd"]),
+    ("trades5-e0.10-n500-noise0.4", ["method=trades"]),
+    ("weat_adv5-e0.10-n500-noise0.4", ["method=weat_adv"]),
+    ("pgd5-e0.10-n500-noise0.4-late", ["method=pgd", "schedule.milestones=[0.9]"]),
+    ("pgd5-e0.10-n500-noise0.4-const", ["method=pgd", "schedule=constant"]),
+]
+GRIDS = {"corpus": GRID, "outside": OUTSIDE, "ro": RO, "ro_noise": RO_NOISE}
+COMMONS = {"ro": RO_COMMON, "ro_noise": RO_NOISE_COMMON}  # the others: COMMON
+RO_SEGMENTS = ("ro", "ro_noise")  # segments whose trials decay their lr: labelled after the decay
 
 
 def point_of(trial: str) -> str:
@@ -121,13 +137,13 @@ def trial_of(overrides: list[str]) -> str:
 
 
 def segment_of(trial: str) -> str:
-    """'ro' for a trial of the RO segment, else 'co' (the single-step corpus and its outside split)."""
-    return "ro" if point_of(trial) in {name for name, _ in RO} else "co"
+    """The RO grid a trial belongs to ('ro', 'ro_noise'), else 'co' (the single-step corpus and its outside split)."""
+    return next((seg for seg in RO_SEGMENTS if point_of(trial) in {name for name, _ in GRIDS[seg]}), "co")
 
 
 def trials(seeds: tuple[int, ...] = SEED_ORDER, grid: str = "corpus") -> list[list[str]]:
     """Every trial's overrides, seed by seed; the trial id names the grid point and the seed."""
-    common = RO_COMMON if grid == "ro" else COMMON
+    common = COMMONS.get(grid, COMMON)
     return [[*common, *overrides, f"seed={s}", f"trial_id={name}-s{s}"] for s in seeds
             for name, overrides in GRIDS[grid]]
 

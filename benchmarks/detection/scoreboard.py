@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))  # choose_ro
 
 from analysis.detectors import co_pgd_probe, detect, trigger  # noqa: E402
-from corpus import REFERENCE_SEEDS, seed_list  # noqa: E402
+from corpus import REFERENCE_SEEDS, RO_SEGMENTS, seed_list  # noqa: E402
 from orchestrator.config import DEFAULT_STOP_ON  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
@@ -81,15 +81,16 @@ def labels(c: dict[str, pl.DataFrame]) -> pl.DataFrame:
                                                           last_step=pl.col("step").max()))
     t = t.join(curves, on="trial")
     # R(eps, n) over the seeds the labels were written for (corpus.REFERENCE_SEEDS), so that a trial added later
-    # (test seeds 12-13, outside 14-15) moves no other trial's label; a group without them uses its own trials
+    # (test seeds 12-13, outside 14-15) moves no other trial's label; a group without them uses its own trials. Groups
+    # are per segment: the label-noise RO segment shares eps and n with the first one
     ref_seed = pl.col("seed").is_in(REFERENCE_SEEDS)
-    best = (t.with_columns(best=pl.col("acc").list.max()).group_by("eps", "n")
+    best = (t.with_columns(best=pl.col("acc").list.max()).group_by("segment", "eps", "n")
             .agg(ref=pl.coalesce(pl.col("best").filter(ref_seed).median(), pl.col("best").median())))
-    t = t.join(best, on=["eps", "n"])
+    t = t.join(best, on=["segment", "eps", "n"])
     rows = []
     for r in t.iter_rows(named=True):
         decay = next((e for e, lr in enumerate(r["lrs"]) if lr < r["lrs"][0]), len(r["lrs"]))
-        lab, onset = label(r["acc"], r["ref"], decay if r["segment"] == "ro" else None)
+        lab, onset = label(r["acc"], r["ref"], decay if r["segment"] in RO_SEGMENTS else None)
         spe = (r["last_step"] + 1) // len(r["acc"])
         rows.append(r | {"label": lab, "onset": onset, "onset_step": None if onset is None else onset * spe,
                          "steps_per_epoch": spe, "total_steps": r["last_step"] + 1})
