@@ -12,8 +12,9 @@ pilot m and its 2,000-image twin: the held-out drop drifted there, the gap did n
 pairs without any condition.
 
 The rule, on the dev split (every segment: a false stop on a single-step trial counts too; the RO trials
-counted are the segment's, since 2026-12-06 session 14: before, the single-step dev trials labelled RO were in
-the denominators, which `ro` cannot stop without a decay, so the ranking is the same):
+counted are the RO segments', since 2026-12-06 session 14: before, the single-step dev trials labelled RO were in
+the denominators, which `ro` cannot stop without a decay, so the ranking is the same; since 2026-12-07 session 16,
+before any of its trials finished, both RO segments' trials: `ro` and the label-noise `ro_noise`):
   1. fewest false stops (trials labelled healthy that the rule stops);
   2. among those, the rules whose mean harm on the dev trials it stops is <= 0.01 of val PGD, if any;
   3. the most RO trials stopped no later than 3 epochs after their best epoch (onset + 2);
@@ -34,6 +35,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
 from analysis.detectors import ro  # noqa: E402
+from corpus import RO_SEGMENTS  # noqa: E402
 from scoreboard import CORPUS, labels, load, ro_outcomes  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
@@ -56,7 +58,7 @@ def evaluate(epochs: pl.DataFrame, lab: pl.DataFrame, patience: int | None, gap_
     t = ro_outcomes(lab, ro(epochs, patience=patience, gap_rise=gap_rise, energy=energy), RO_WINDOW)
     stopped = t.filter(pl.col("stop").is_not_null())
     # `ro` looks only after an lr decay: the single-step trials labelled RO (no decay) are not its to count
-    ro_trials = t.filter((pl.col("label") == "robust_overfitting") & (pl.col("segment") == "ro"))
+    ro_trials = t.filter((pl.col("label") == "robust_overfitting") & pl.col("segment").is_in(RO_SEGMENTS))
     return {"patience": patience, "gap_rise": gap_rise, "energy": energy if gap_rise is not None else None,
             "false_stops": stopped.filter(pl.col("label") == "healthy").height,
             "ro_in_window": ro_trials["in_window"].sum(),

@@ -14,7 +14,7 @@ training-set size) group's best grid point by final val PGD stays the same under
 A rule "stops" at the end of the epoch of its first event (the stopper decides after each epoch), or, for
 an event with a step (a probe the energy trigger ran mid-epoch), at that step.
 
-`--segment ro` scores the robust-overfitting segment (corpus.py's RO grid) instead: per rule, the RO
+`--segment ro` scores the robust-overfitting segment (corpus.py's RO grid; `ro_noise`: its RO_NOISE grid) instead: per rule, the RO
 trials it stops no later than 3 epochs after their best epoch, the healthy ones it stops, the harm
 on the trials it stops, how many epochs after the best it stops, and the steps it saves. Its `ro`,
 Rice et al.'s and the energy-only settings come from the dev split (choose_ro.py's rule).
@@ -436,7 +436,7 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     dev_all = lab.filter(pl.col("split") == "dev")
     dev_epochs = c["epochs"].filter(pl.col("trial").is_in(dev_all["trial"].to_list()))
     lab = lab.filter(pl.col("segment") == segment)
-    if segment == "ro":
+    if segment in RO_SEGMENTS:
         lab = select(lab, split, seeds)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
         return lab, ro_board(c, lab, dev_all, dev_epochs)
@@ -489,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=["test", "dev", "outside", "all"])
     ap.add_argument("--seeds", type=seed_list, default=None, help="only these seeds of the split, comma-separated "
                                                                   "(e.g. 12: the test trials trained with the trigger live)")
-    ap.add_argument("--segment", default="co", choices=["co", "ro"],
-                    help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment")
+    ap.add_argument("--segment", default="co", choices=["co", *RO_SEGMENTS],
+                    help="co: the single-step corpus and its outside split; ro: the robust-overfitting segment; "
+                         "ro_noise: its label-noise twin")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
     ap.add_argument("--stops", action="store_true", help="also each single-step trial's stop under the default rule")
