@@ -200,3 +200,14 @@ def test_extra_natural_forward_sees_the_weights_of_the_adversarial_one(tmp_path)
         after = trial.model(x)
     assert not torch.allclose(before, after)  # the step changed the model
     torch.testing.assert_close(s.natural, before)
+
+
+def test_label_noise_reaches_training_and_the_checkpoint_evaluation(tmp_path):
+    from workloads.evaluation.checkpoint import trial_data
+
+    trial = make_trial(tmp_path, "data.label_noise=0.3")
+    clean = make_trial(tmp_path / "clean")
+    moved = (trial.data.train.labels != clean.data.train.labels).float().mean().item()
+    assert moved == pytest.approx(0.3, abs=0.5 / len(trial.data.train))
+    assert torch.equal(trial.data.val.labels, clean.data.val.labels)
+    assert torch.equal(trial_data(trial.cfg).train.labels, trial.data.train.labels)  # `energy-at eval` sees the same
