@@ -327,6 +327,28 @@ def test_ro_segment_grid_and_its_trials_segment() -> None:
     assert {corpus.segment_of(corpus.trial_of(t)) for t in ro} == {"ro"}
     assert {corpus.segment_of(corpus.trial_of(t)) for t in corpus.trials((0,), "corpus")} == {"co"}
     assert corpus.split_of(3) == "test" and corpus.split_of(0) == "dev"
+    noisy = corpus.trials((0,), "ro_noise")
+    assert len(noisy) == len(corpus.RO_NOISE) and {corpus.segment_of(corpus.trial_of(t)) for t in noisy} == {"ro_noise"}
+    assert all("data.label_noise=0.4" in t for t in noisy)
+
+
+def test_the_label_noise_segments_trials_are_labelled_after_their_decay() -> None:
+    """`ro_noise` trials are labelled as the `ro` segment's: the best epoch from the decay on (a synthetic curve
+    whose best is before the decay is healthy there, robust overfitting in the single-step corpus)."""
+    c = scoreboard.load()
+    trial = "pgd5-e0.10-n500-noise0.4-s0"
+    curve = [0.3, 0.6, 0.5, 0.52, 0.53, 0.53]  # its peak at epoch 1, the decay at epoch 2
+    lrs = [0.05, 0.05, 0.015, 0.015, 0.015, 0.015]
+    epochs = pl.DataFrame({"trial": trial, "split": "val", "epoch": range(6), "acc_pgd": curve, "lr": lrs,
+                           "step": [8 * e + 7 for e in range(6)]})
+    row = c["trials"].filter(pl.col("segment") == "ro").head(1).with_columns(
+        trial=pl.lit(trial), segment=pl.lit("ro_noise"), seed=pl.lit(0, pl.Int64), split=pl.lit("dev"))
+    synthetic = {"trials": row.select(c["trials"].columns),
+                 "epochs": epochs.cast({"epoch": c["epochs"].schema["epoch"], "step": c["epochs"].schema["step"]})}
+    lab = scoreboard.labels(synthetic).row(0, named=True)
+    assert lab["label"] == "healthy", lab
+    as_co = scoreboard.labels({**synthetic, "trials": synthetic["trials"].with_columns(segment=pl.lit("co"))})
+    assert as_co["label"].item() == "robust_overfitting"
 
 
 def test_ro_scoreboard_runs_on_the_committed_segment() -> None:
