@@ -161,6 +161,19 @@ def test_trials_frame(tmp_path: Path) -> None:
     assert frame["optim.lr"].to_list() == [0.05, 0.05, None]
     assert frame["tags"].to_list() == [None, json.dumps(["x"]), None]
     assert frame["trial_id"].to_list() == ["a", "b", "c"]
+    assert frame["data.label_noise"].to_list() == [0.0, 0.0, 0.0]  # added later: older configs read its default
+
+
+def test_a_field_added_later_keeps_older_and_newer_trials_in_one_ranking_group(tmp_path: Path) -> None:
+    from analysis.rank import rank, trial_metrics
+
+    trials = {t: synth_trial(t, epochs=1, steps=3) for t in ("old", "new")}
+    base = {"method.name": "fgsm", "attack.eps": 0.25, "seed": 0, "epochs": 1}
+    configs = {"old": base, "new": base | {"seed": 1, "data.label_noise": 0.0}}
+    results = {t: {"status": "finished", "reason": None, "epochs_done": 1} for t in trials}
+    root = write_sweep(tmp_path, trials, configs, results)
+    logs = SweepLogs(root)
+    assert rank(trial_metrics(logs.scan("epochs")), logs.trials())["n"].to_list() == [2]
 
 
 def test_missing_or_empty_sweep_dir(tmp_path: Path) -> None:
