@@ -727,4 +727,17 @@ def settings(dotlist: list[str]) -> dict[str, dict[str, Any]]:
         merged = OmegaConf.merge(OmegaConf.structured(DetectorSettings), OmegaConf.from_dotlist(dotlist))
     except OmegaConfBaseException as e:
         raise ValueError(f"--set {omegaconf_error(e)}") from None
+    if problem := settings_problem(OmegaConf.to_object(merged), "--set "):  # type: ignore[arg-type]
+        raise ValueError(f"--set {problem[0]}: {problem[1]}")
     return OmegaConf.to_container(merged)  # type: ignore[return-value]
+
+
+def settings_problem(s: DetectorSettings, prefix: str = "") -> tuple[str, str] | None:
+    """(setting, why) for settings that type checks pass but a detector refuses, else None; `prefix` is how the
+    user writes a setting (`detect.` in a config), for the hint."""
+    if s.ro.energy not in RO_ENERGIES:
+        return "ro.energy", f"unknown value {s.ro.energy!r}; allowed: {', '.join(RO_ENERGIES)}"
+    if s.ro.patience is None and s.ro.gap_rise is None:
+        return "ro", ("patience and gap_rise are both null, so ro would stop every trial at its first epoch after "
+                      f"the lr decay; set one, e.g. {prefix}ro.patience=10")
+    return None

@@ -29,7 +29,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf, flag_override
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.detectors import RO_ENERGIES, DetectorSettings
+from analysis.detectors import DetectorSettings, settings_problem
 from orchestrator.tracking.trackers import check_trackers
 from workloads.config import TRIAL_FIELDS, ConfigError, TrialConfig, from_dict, omegaconf_error, parse_fraction, validate
 from workloads.telemetry.schema import EVENT_KINDS
@@ -68,12 +68,9 @@ def trial_part(cfg: TrialConfig) -> TrialConfig:
 
 def check_detect(settings: DetectorSettings, field_name: str = "detect") -> None:
     """ConfigError for detector settings that type checks pass but the detectors refuse."""
-    ro = settings.ro
-    if ro.energy not in RO_ENERGIES:
-        raise ConfigError(f"{field_name}.ro.energy", f"unknown value {ro.energy!r}; allowed: {', '.join(RO_ENERGIES)}")
-    if ro.patience is None and ro.gap_rise is None:
-        raise ConfigError(f"{field_name}.ro", "patience and gap_rise are both null, so ro would stop every trial at "
-                          f"its first epoch after the lr decay; set one, e.g. {field_name}.ro.patience=10")
+    if problem := settings_problem(settings, f"{field_name}."):
+        setting, why = problem
+        raise ConfigError(f"{field_name}.{setting}", why)
 
 
 def check_stop_on(kinds: list[str], field_name: str = "stop_on") -> None:

@@ -114,8 +114,11 @@ def test_detect_command(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None
     # --set: the same detectors with other settings (a drop to 1% of the best probe accuracy fires nowhere)
     assert commands.detect([str(sweep), "--format", "json", "--set", "co_pgd_probe.ratio=0.01"]) == 0
     assert not [e for e in json.loads(capsys.readouterr().out) if e["kind"] == "co_pgd_probe"]
-    assert commands.detect([str(sweep), "--set", "ro.energy=logits"]) == 2  # the detector's own message, whole
-    assert capsys.readouterr().err == "energy-at detect: error: ro: energy='logits': use 'gap' or 'held_out'\n"
+    assert commands.detect([str(sweep), "--set", "ro.energy=logits"]) == 2  # refused before any detector runs, whole
+    assert capsys.readouterr().err == ("energy-at detect: error: --set ro.energy: unknown value 'logits'; "
+                                       "allowed: gap, held_out\n")
+    assert commands.detect([str(sweep), "--set", "ro.gap_rise=null"]) == 2  # as detect.ro.* in a config
+    assert capsys.readouterr().err.endswith("set one, e.g. --set ro.patience=10\n")
 
 
 def test_query_formats(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
