@@ -113,6 +113,9 @@ RO: list[tuple[str, list[str]]] = [
 # peak one epoch after the decay, pilot q (20%) 0.106, where the clean segment falls 0.03-0.09. 40 epochs, the
 # decay (x0.3) at 30% (epoch 12), about 6 min a trial. Healthy counterparts: the decay at 90% (4 epochs after
 # it: no time to fall) and no decay at all (constant lr: `ro` never looks; a rule that reads val PGD alone might).
+# Added before its runs, after the first dev trials showed the constant-lr twin falling too (0.55 -> 0.33: with
+# 40% noise the model memorises without a decay): 10x the images (5,000, about 12 min a trial), the issue's "more
+# data", which should leave the model too little capacity to memorise 2,000 moved labels in 40 epochs.
 RO_NOISE_COMMON = [*RO_COMMON, "epochs=40", "schedule.milestones=[0.3]", "data.label_noise=0.4", "data.subset=500"]
 RO_NOISE: list[tuple[str, list[str]]] = [
     ("pgd5-e0.10-n500-noise0.4", ["method=pgd"]),
@@ -120,6 +123,7 @@ RO_NOISE: list[tuple[str, list[str]]] = [
     ("weat_adv5-e0.10-n500-noise0.4", ["method=weat_adv"]),
     ("pgd5-e0.10-n500-noise0.4-late", ["method=pgd", "schedule.milestones=[0.9]"]),
     ("pgd5-e0.10-n500-noise0.4-const", ["method=pgd", "schedule=constant"]),
+    ("pgd5-e0.10-n5k-noise0.4", ["method=pgd", "data.subset=5000"]),
 ]
 GRIDS = {"corpus": GRID, "outside": OUTSIDE, "ro": RO, "ro_noise": RO_NOISE}
 COMMONS = {"ro": RO_COMMON, "ro_noise": RO_NOISE_COMMON}  # the others: COMMON
