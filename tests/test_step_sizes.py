@@ -8,8 +8,8 @@ import itertools
 import pytest
 
 from workloads.attacks import ATTACKS, MULTI_STEP, SINGLE_STEP, default_alpha
-from workloads.config import (RUN_ONLY, AttackConfig, EvalConfig, MethodConfig, TrialConfig, _hashed_id, eval_alpha,
-                              flatten, legacy_trial_id, trial_id)
+from workloads.config import (AttackConfig, EvalConfig, MethodConfig, TrialConfig, _hashable, _hashed_id, eval_alpha,
+                              legacy_trial_id, trial_id)
 from workloads.data import load_dataset
 from workloads.methods import read_fields
 from workloads.trial import Trial
@@ -24,7 +24,7 @@ def cfg(method: str, out: str, steps: int = 10, eval_steps: int = 10, **method_f
 
 def unresolved_id(c: TrialConfig) -> str:
     """The id as trial_id computed it before the new default: the hash of the fields as given (null steps)."""
-    return _hashed_id(c, read_fields({k: v for k, v in flatten(c).items() if k not in RUN_ONLY}))
+    return _hashed_id(c, read_fields(_hashable(c)))
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,6 @@ def test_pgd3_with_its_default_is_pgd3_with_that_step_written_out(tmp_path):
 def test_an_earlier_pgd3_trial_is_not_resumed_but_an_earlier_pgd10_is(tmp_path):
     for steps, resumed in ((3, False), (10, True)):
         c = cfg("pgd", str(tmp_path), steps=steps)
-        earlier = _hashed_id(c, {k: v for k, v in flatten(c).items() if k not in RUN_ONLY})  # every field, as given
+        earlier = _hashed_id(c, _hashable(c))  # every field that version had, as given
         (tmp_path / "checkpoints" / f"trial={earlier}").mkdir(parents=True)
         assert (trial_id(c) == earlier) is resumed and (legacy_trial_id(c) == earlier) is resumed
