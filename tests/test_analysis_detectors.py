@@ -45,12 +45,15 @@ def test_healthy_streams_give_no_events(shape: str, seed: int) -> None:
     assert events.is_empty(), events["evidence"].to_list()
 
 
+GAP_5X = {"patience": None, "gap_rise": 5.0, "energy": "gap"}  # the gap condition these tests are written for
+
+
 def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
     b, e, p = frames(
         synth_trial("ro", epochs=40, steps=20, ro_peak=8, seed=1),
         synth_trial("co", epochs=40, steps=20, co_epoch=8, seed=1),
     )
-    events = ro(e)
+    events = ro(e, **GAP_5X)
     assert events["trial"].to_list() == ["ro"]  # the CO trial has no lr decay: never looked at
     # val peaks at epoch 8 (the decay is at 6) and falls; the gap rises 0.06 an epoch from there, its noise
     # about 0.014: 5x it within 3 epochs of the peak, and not before it
@@ -63,7 +66,7 @@ def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
     assert ro(e, patience=None, gap_rise=1e4).is_empty()
     assert ro(e, patience=1, gap_rise=None)["epoch"].item() == 9  # Rice et al. with patience 1
     # the RO trial has no CO
-    assert detect(b, e, p).filter(pl.col("trial") == "ro")["kind"].to_list() == ["ro"]
+    assert detect(b, e, p, {"ro": GAP_5X}).filter(pl.col("trial") == "ro")["kind"].to_list() == ["ro"]
 
 
 def test_ro_waits_for_enough_history_before_the_decay() -> None:
@@ -75,7 +78,7 @@ def test_ro_waits_for_enough_history_before_the_decay() -> None:
             "de_y": np.r_[-1.0 - 0.05 * ep - 0.01 * (ep % 2), -0.9 + 0.05 * ep]}  # the gap widens 0.1 an epoch
     for decay, fires in [(2, False), (RO_MIN_PRE_CHANGES, False), (RO_MIN_PRE_CHANGES + 1, True)]:
         e = pl.DataFrame(rows | {"lr": np.tile(np.where(ep < decay, 0.1, 0.01), 2)})
-        assert ro(e).height == fires, decay
+        assert ro(e, **GAP_5X).height == fires, decay
 
 
 def test_nan_and_divergence() -> None:

@@ -37,7 +37,7 @@ def test_the_settings_are_the_detectors_keyword_defaults() -> None:
         assert vars(getattr(d, kind)) == defaults, kind
     cfg = compose_trial([f"detect.{s}" for s in RO_AT_THE_DECAY])
     assert stop_rule(cfg).params["ro"] == settings(RO_AT_THE_DECAY)["ro"] == {"patience": 0, "gap_rise": None,
-                                                                              "energy": "gap"}
+                                                                              "energy": DetectorSettings().ro.energy}
 
 
 def test_a_setting_reaches_the_live_stop_rule_and_detect_set_replays_it(tmp_path) -> None:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from analysis.detectors import DetectorSettings
 from orchestrator.config import ConfigError
 from orchestrator.sweep import SweepPlan
 
@@ -78,7 +79,7 @@ def test_an_optuna_sweep_with_asha_and_the_energy_stopper_runs_on_embedded_ray(t
         cfg = json.loads((tmp_path / "trials" / f"trial={tid}" / "config.json").read_text())
         assert (cfg["method.name"], cfg["attack.eps"], cfg["optim.lr"]) == (c["method"], c["attack.eps"], c["optim.lr"])
         assert "co_pgd_probe" in cfg["stop_on"]  # the energy stopper ran in every trial
-        assert cfg["detect.nan.patience"] == 6 and cfg["detect.ro.gap_rise"] == 5.0  # with the sweep's settings
+        assert cfg["detect.nan.patience"] == 6 and cfg["detect.ro.gap_rise"] == DetectorSettings().ro.gap_rise  # the sweep's settings
         result_json = json.loads((tmp_path / "trials" / f"trial={tid}" / "result.json").read_text())
         assert result_json["status"] in ("finished", "stopped"), result_json
         if result_json["stopped_by"] == "asha":  # ASHA ended it: recorded as such, not left `running`
