@@ -502,8 +502,8 @@ def ro(
     epochs: Frame,
     *,
     patience: int | None = None,
-    gap_rise: float | None = 5.0,
-    energy: str = "gap",
+    gap_rise: float | None = 12.0,
+    energy: str = "held_out",
 ) -> pl.DataFrame:
     """Robust overfitting (kind 'ro'), after the learning rate's first decay (Rice et al.).
 
@@ -519,8 +519,9 @@ def ro(
       event). Robust overfitting fits the training set's adversarial examples (their drop shrinks)
       while the held-out ones' natural and adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
       held-out true logit's drop under attack), in the same units.
-    score = epochs since the best val acc_pgd. The defaults (the gap alone, 5x) were chosen on the RO segment's
-    dev split by benchmarks/detection/choose_ro.py (docs/detection.md, "Robust overfitting").
+    score = epochs since the best val acc_pgd. The defaults (the held-out drop alone, 12x) were chosen on the dev
+    split of both RO segments by benchmarks/detection/choose_ro.py (2026-12-07; the first choice, 73ce198, was the
+    gap alone at 5x; docs/detection.md, "Robust overfitting with label noise").
     """
     if energy not in RO_ENERGIES:
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")

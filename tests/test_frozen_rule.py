@@ -111,14 +111,21 @@ def test_outside_and_live_test_trials_enter_the_corpus_only_after_the_freeze(fro
 FROZEN_RO = "73ce198d43634a4188ccaa7cafd946638a0412c1"  # docs/detection.md "Robust overfitting": ro's defaults, from the segment's dev split
 
 
-def test_ro_defaults_frozen_before_the_segments_test_trials_entered_the_corpus() -> None:
-    if git("rev-parse", "--verify", "--quiet", f"{FROZEN_RO}^{{commit}}").returncode:
-        pytest.skip(f"commit {FROZEN_RO} is not in this checkout's history (a shallow clone?)")
-    assert git("merge-base", "--is-ancestor", FROZEN_RO, "HEAD").returncode == 0
-    assert defaults(at(FROZEN_RO, "analysis/detectors.py"), "ro") == defaults((ROOT / "analysis/detectors.py").read_text(), "ro")
+FROZEN_RO_NOISE = "PLACEHOLDER"  # docs/detection.md "Robust overfitting with label noise": ro's defaults re-chosen
+
+
+@pytest.mark.parametrize("frozen_ro, segment", [(FROZEN_RO, "ro"), (FROZEN_RO_NOISE, "ro_noise")])
+def test_ro_defaults_frozen_before_each_segments_test_trials_entered_the_corpus(frozen_ro: str, segment: str) -> None:
+    """Each RO segment's test trials enter the corpus after the commit that froze the `ro` defaults they score;
+    today's defaults are the latest freeze's (the first one's held until the second)."""
+    if git("rev-parse", "--verify", "--quiet", f"{frozen_ro}^{{commit}}").returncode:
+        pytest.skip(f"commit {frozen_ro} is not in this checkout's history (a shallow clone?)")
+    assert git("merge-base", "--is-ancestor", frozen_ro, "HEAD").returncode == 0
+    assert defaults(at(FROZEN_RO_NOISE, "analysis/detectors.py"), "ro") == \
+        defaults((ROOT / "analysis/detectors.py").read_text(), "ro")
     for commit in git("log", "--format=%H", "--", TRIALS).stdout.split():
         blob = git("show", f"{commit}:{TRIALS}", binary=True).stdout
         t = pl.read_parquet(io.BytesIO(blob)) if blob else pl.DataFrame()
-        if "segment" in t.columns and t.filter((pl.col("segment") == "ro") & (pl.col("split") == "test")).height:
-            assert git("merge-base", "--is-ancestor", FROZEN_RO, commit).returncode == 0, commit
-            assert commit != FROZEN_RO
+        if "segment" in t.columns and t.filter((pl.col("segment") == segment) & (pl.col("split") == "test")).height:
+            assert git("merge-base", "--is-ancestor", frozen_ro, commit).returncode == 0, commit
+            assert commit != frozen_ro
