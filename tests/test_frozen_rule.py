@@ -111,7 +111,7 @@ def test_outside_and_live_test_trials_enter_the_corpus_only_after_the_freeze(fro
 FROZEN_RO = "73ce198d43634a4188ccaa7cafd946638a0412c1"  # docs/detection.md "Robust overfitting": ro's defaults, from the segment's dev split
 
 
-FROZEN_RO_NOISE = "PLACEHOLDER"  # docs/detection.md "Robust overfitting with label noise": ro's defaults re-chosen
+FROZEN_RO_NOISE = "1e9e18887cd048997938b3583468546654dab003"  # docs/detection.md "Robust overfitting with label noise": ro's defaults re-chosen
 
 
 @pytest.mark.parametrize("frozen_ro, segment", [(FROZEN_RO, "ro"), (FROZEN_RO_NOISE, "ro_noise")])
