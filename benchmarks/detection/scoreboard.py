@@ -394,6 +394,10 @@ def ro_score(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> dict:
             "saved_steps": 1 - t["used"].sum() / t["total_steps"].sum() if t.height else None}
 
 
+# `ro`'s defaults from its first freeze (commit 73ce198) until the label-noise segment's dev split re-chose them
+FIRST_RO_FREEZE = {"patience": None, "gap_rise": 5.0, "energy": "gap"}
+
+
 def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, dev_epochs: pl.DataFrame) -> pl.DataFrame:
     """The RO segment's scoreboard: the oracle, `ro` with its defaults, the default stop_on, and Rice et al.'s
     rule and the energy-only rule with their settings chosen on `dev` (every segment's dev trials, whose epochs
@@ -408,6 +412,7 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, d
     rules = {
         "oracle: stop at the labelled onset (the epoch after the best)": oracle(lab),
         "ro (its defaults)": _first(ro(c["epochs"])),
+        "ro as first frozen (73ce198: the gap alone at 5x)": _first(ro(c["epochs"], **FIRST_RO_FREEZE)),
         f"default stop_on ({', '.join(DEFAULT_STOP_ON)})": _first(events.filter(pl.col("kind").is_in(DEFAULT_STOP_ON))),
         "co_pgd_probe alone": _first(events.filter(pl.col("kind") == "co_pgd_probe")),
         f"baseline: Rice et al., val PGD not improved for {rice['patience']} epochs after the decay (from dev)":
