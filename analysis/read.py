@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workloads.config import HASHED_WHEN_SET, TrialConfig, flatten
+from workloads.config import ADDED_LATER
 from workloads.run_dir import LEGACY_PREFIX, RunDir
 from workloads.telemetry.schema import TABLES, arrow_schema
 from workloads.telemetry.writer import part_range, visible_parts
@@ -201,15 +201,12 @@ class SweepLogs:
                 row["has_config"] = bool(config)
                 row |= {k: v for k, v in config.items() if k not in row}
                 if config:  # a field added later reads as its default in an older trial's config
-                    row |= {k: ADDED_DEFAULTS[k] for k in ADDED_DEFAULTS if k not in row}
+                    row |= {k: v for k, v in ADDED_LATER.items() if k not in row}
                 if results:
                     row |= {f"result.{k}": v for k, v in result.items()
                             if k not in RESULT_KEYS and not isinstance(v, (dict, list))}
                 rows.append(row)
         return _frame(rows)
-
-
-ADDED_DEFAULTS = {k: v for k, v in flatten(TrialConfig()).items() if k in HASHED_WHEN_SET}
 
 
 def _trial_of(part: Path) -> str:

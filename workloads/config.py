@@ -107,9 +107,6 @@ class TrialConfig:
 TRIAL_FIELDS = tuple(f.name for f in fields(TrialConfig))  # a config of a subclass (the runner's) has more
 # keys that do not change what a trial computes
 RUN_ONLY = ("out", "trial_id", "device", "threads", "resume")
-# Trial fields added after trial ids were in use: hashed only when set off their default, so every earlier
-# trial keeps its id.
-HASHED_WHEN_SET = ("data.label_noise",)
 PRECISIONS = ("fp32", "bf16")
 RESUME = ("last", "best", "scratch")
 OPTIMIZERS = ("sgd", "adam")
@@ -207,6 +204,11 @@ def flatten(cfg: TrialConfig | dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Trial fields added after trial ids were in use, with their defaults: hashed only when set off them, so every
+# earlier trial keeps its id, and read as them from an earlier trial's config.json
+ADDED_LATER = {k: v for k, v in flatten(TrialConfig()).items() if k in ("data.label_noise",)}
+
+
 def attack_alpha(cfg: TrialConfig) -> float:
     """The training attack's step size: `attack.alpha`, or the default of the attack the method runs."""
     attack = get_method(cfg.method.name).attack_name(cfg.method, cfg.attack.name)
@@ -249,9 +251,8 @@ def legacy_trial_id(cfg: TrialConfig) -> str:
 
 def _hashable(cfg: TrialConfig) -> dict[str, Any]:
     """The flattened trial fields but RUN_ONLY (a subclass's own fields, the runner's, are not the trial's)."""
-    default = flatten(TrialConfig())
     return {k: v for k, v in flatten(cfg).items() if k.split(".")[0] in TRIAL_FIELDS and k not in RUN_ONLY
-            and not (k in HASHED_WHEN_SET and v == default[k])}
+            and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
 
 def trial_id(cfg: TrialConfig) -> str:
