@@ -19,7 +19,8 @@ from torch import nn
 from workloads.attacks import ATTACKS, MULTI_STEP, AttackResult
 from workloads.config import (CUDA_GRAPH_MODES, ConfigError, OptimConfig, TrialConfig, attack_alpha, eval_alpha,
                               flatten, trial_id, validate)
-from workloads.data import DATASETS, Dataset, batches, load_dataset, num_batches
+from workloads.data import DATASETS, Dataset, batches, num_batches
+from workloads.evaluation.checkpoint import trial_data
 from workloads.evaluation.per_epoch import evaluate_pgd
 from workloads.host import frozen_heap, keep_freed_memory
 from workloads.methods import Logits, Terms, get_method
@@ -106,9 +107,7 @@ class Trial:
             keep_freed_memory()
         torch.manual_seed(cfg.seed)
         d = cfg.data
-        self.data = data or load_dataset(d.name, d.root, subset=d.subset, val_size=d.val_size,
-                                         probe_size=d.probe_size, test_size=d.test_size,
-                                         label_noise=d.label_noise, seed=cfg.seed, device=self.device)
+        self.data = data or trial_data(cfg, self.device, test_size=d.test_size)
         RunDir(cfg.out).create()  # after the data checks: a bad config writes nothing
         self.augment = self.data.augment if d.augment is None else d.augment
         c, h, _ = self.data.shape
