@@ -502,30 +502,37 @@ def ro(
     epochs: Frame,
     *,
     patience: int | None = None,
-    gap_rise: float | None = 12.0,
+    gap_rise: float | None = None,
     energy: str = "held_out",
+    fall_z: float | None = 3.5,
+    fall_epochs: int = 1,
 ) -> pl.DataFrame:
     """Robust overfitting (kind 'ro'), after the learning rate's first decay (Rice et al.).
 
     Looks only at epochs whose lr is below the first epoch's (a trial without a decay never fires)
-    and fires at the first one where both conditions that are set hold:
+    and fires at the first one where every condition that is set holds:
     - `patience`: val acc_pgd has not beaten its best since the decay for that many epochs (Rice
-      et al.'s early-stopping rule; off by default);
+      et al.'s early-stopping rule; off by default: it stops a plateau as readily as a fall);
     - `gap_rise`: the training minus held-out energy gap g = dE(x,y) on the training probe - dE(x,y)
       on val (both under the evaluation PGD; dE(x,y) < 0 is the true logit's drop under attack) is
       >= gap_rise x its noise above its lowest value since the decay; the noise is 1.4826 x the MAD of
       g's epoch-to-epoch changes before the decay (the trial's own units), known once there are
       RO_MIN_PRE_CHANGES of them and their MAD is above 0 (an earlier decay leaves it unknown: no
-      event). Robust overfitting fits the training set's adversarial examples (their drop shrinks)
-      while the held-out ones' natural and adversarial energies drift apart. `energy="held_out"` reads g = -dE(x,y) on val alone (the
-      held-out true logit's drop under attack), in the same units.
-    score = epochs since the best val acc_pgd. The defaults (the held-out drop alone, 12x) were chosen on the dev
-    split of both RO segments by benchmarks/detection/choose_ro.py (2026-12-07; the first choice, 73ce198, was the
-    gap alone at 5x; docs/detection.md, "Robust overfitting with label noise").
+      event; off by default). Robust overfitting fits the training set's adversarial examples (their drop
+      shrinks) while the held-out ones' natural and adversarial energies drift apart. `energy="held_out"` reads
+      g = -dE(x,y) on val alone (the held-out true logit's drop under attack), in the same units;
+    - `fall_z`: val acc_pgd, averaged over its last `fall_epochs` epochs (all after the decay), is >= fall_z
+      standard errors below the best such average since the decay. The standard error is the val split's own
+      sampling error of the difference of two such averages, sqrt(2 p (1 - p) / (n x fall_epochs)) with p the
+      best average and n the val images: a fall, not a plateau, which `patience` cannot tell apart.
+    score = epochs since the best val acc_pgd. The defaults (a single epoch's val PGD 3.5 standard errors below
+    its best since the decay) were chosen on the dev split of both RO segments by
+    benchmarks/detection/choose_ro.py (2026-12-07, session 17; before: the held-out drop alone at 12x, 1e9e188,
+    and first the gap alone at 5x, 73ce198; docs/detection.md, "Robust overfitting: the val-fall rule").
     """
     if energy not in RO_ENERGIES:
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
-    if not {"lr", "de_y"} <= set(_lazy(epochs).collect_schema().names()):
+    if not {"lr", "de_y", "n"} <= set(_lazy(epochs).collect_schema().names()):
         return empty_events()  # without the lr there is no decay to look after
     post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
     best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
@@ -535,14 +542,19 @@ def ro(
     mad = (pre_dg - pre_dg.median()).abs().median().over("trial")
     noise = pl.when((pre_dg.count().over("trial") >= RO_MIN_PRE_CHANGES) & (mad > 0)).then(MAD_TO_SD * mad)
     low = pl.when(pl.col("post")).then(pl.col("gap")).otherwise(math.inf).cum_min().over("trial")
+    all_post = pl.col("post").cast(pl.Int32).rolling_sum(fall_epochs).over("trial") == fall_epochs
+    smooth = pl.when(all_post).then(pl.col("val").rolling_mean(fall_epochs).over("trial"))
     e = (
-        _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr"])
+        _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr", "n"])
         .rename({"acc_pgd": "val", "de_y": "de_val"})
         .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
               on=["trial", "epoch"], how="left")
         .sort("trial", "epoch")
         .with_columns(post=post, gap=(_finite("de_train") if energy == "gap" else 0.0) - _finite("de_val"))
-        .with_columns(best=best, noise=noise, rise=pl.col("gap") - low)
+        .with_columns(best=best, noise=noise, rise=pl.col("gap") - low, smooth=smooth)
+        .with_columns(smooth_best=pl.col("smooth").cum_max().over("trial"))
+        .with_columns(fall=pl.col("smooth_best") - pl.col("smooth"),
+                      fall_se=(2 * pl.col("smooth_best") * (1 - pl.col("smooth_best")) / (pl.col("n") * fall_epochs)).sqrt())
         .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
                       decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))
         .with_columns(score=(pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64))
@@ -552,6 +564,8 @@ def ro(
         hit = hit & (pl.col("score") >= patience)
     if gap_rise is not None:
         hit = hit & (pl.col("rise") >= gap_rise * pl.col("noise")).fill_null(False)
+    if fall_z is not None:
+        hit = hit & (pl.col("fall") >= fall_z * pl.col("fall_se")).fill_null(False)
     first = _first(e, hit, "epoch").with_columns(
         step=pl.lit(None, pl.Int64),
         evidence=pl.concat_str(
@@ -561,7 +575,9 @@ def ro(
             pl.col("score").cast(pl.Int64).cast(pl.String),
             pl.lit(" epochs; train - val dE(x,y) gap " if energy == "gap" else " epochs; val -dE(x,y) "),
             _f(pl.col("gap")), pl.lit(" rose "), _f(pl.col("rise")), pl.lit(" since the decay ("),
-            _f(pl.col("rise") / pl.col("noise"), 1), pl.lit(" x its pre-decay noise)"),
+            _f(pl.col("rise") / pl.col("noise"), 1), pl.lit(" x its pre-decay noise); its "),
+            pl.lit(str(fall_epochs)), pl.lit("-epoch mean "), _f(pl.col("smooth")), pl.lit(" is "), _f(pl.col("fall")),
+            pl.lit(" below its best ("), _f(pl.col("fall") / pl.col("fall_se"), 1), pl.lit(" standard errors)"),
         ),
     )
     return _events(first, "ro")
@@ -738,7 +754,9 @@ def settings_problem(s: DetectorSettings, prefix: str = "") -> tuple[str, str] |
     user writes a setting (`detect.` in a config), for the hint."""
     if s.ro.energy not in RO_ENERGIES:
         return "ro.energy", f"unknown value {s.ro.energy!r}; allowed: {', '.join(RO_ENERGIES)}"
-    if s.ro.patience is None and s.ro.gap_rise is None:
-        return "ro", ("patience and gap_rise are both null, so ro would stop every trial at its first epoch after "
-                      f"the lr decay; set one, e.g. {prefix}ro.patience=10")
+    if s.ro.patience is None and s.ro.gap_rise is None and s.ro.fall_z is None:
+        return "ro", ("patience, gap_rise and fall_z are all null, so ro would stop every trial at its first epoch "
+                      f"after the lr decay; set one, e.g. {prefix}ro.patience=10")
+    if s.ro.fall_epochs < 1:
+        return "ro.fall_epochs", f"{s.ro.fall_epochs}: give a positive integer (the epochs val acc_pgd is averaged over)"
     return None

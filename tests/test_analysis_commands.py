@@ -117,7 +117,7 @@ def test_detect_command(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert commands.detect([str(sweep), "--set", "ro.energy=logits"]) == 2  # refused before any detector runs, whole
     assert capsys.readouterr().err == ("energy-at detect: error: --set ro.energy: unknown value 'logits'; "
                                        "allowed: gap, held_out\n")
-    assert commands.detect([str(sweep), "--set", "ro.gap_rise=null"]) == 2  # as detect.ro.* in a config
+    assert commands.detect([str(sweep), "--set", "ro.fall_z=null"]) == 2  # as detect.ro.* in a config
     assert capsys.readouterr().err.endswith("set one, e.g. --set ro.patience=10\n")
 
 

@@ -45,7 +45,7 @@ def test_healthy_streams_give_no_events(shape: str, seed: int) -> None:
     assert events.is_empty(), events["evidence"].to_list()
 
 
-GAP_5X = {"patience": None, "gap_rise": 5.0, "energy": "gap"}  # the gap condition these tests are written for
+GAP_5X = {"patience": None, "gap_rise": 5.0, "energy": "gap", "fall_z": None}  # the gap condition these tests are written for
 
 
 def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
@@ -61,10 +61,10 @@ def test_ro_found_after_the_decay_and_not_confused_with_co() -> None:
     assert "after the lr decay at epoch 6" in events["evidence"].item()
     assert "(epoch 8)" in events["evidence"].item()
     # the energy condition alone: the train - val gap rises 0.06 an epoch after the peak, noise about 0.02
-    alone = ro(e, patience=None, gap_rise=3.0)
+    alone = ro(e, patience=None, gap_rise=3.0, energy="gap", fall_z=None)
     assert alone["trial"].to_list() == ["ro"] and 8 < alone["epoch"].item() <= 11
-    assert ro(e, patience=None, gap_rise=1e4).is_empty()
-    assert ro(e, patience=1, gap_rise=None)["epoch"].item() == 9  # Rice et al. with patience 1
+    assert ro(e, patience=None, gap_rise=1e4, fall_z=None).is_empty()
+    assert ro(e, patience=1, gap_rise=None, fall_z=None)["epoch"].item() == 9  # Rice et al. with patience 1
     # the RO trial has no CO
     assert detect(b, e, p, {"ro": GAP_5X}).filter(pl.col("trial") == "ro")["kind"].to_list() == ["ro"]
 
@@ -73,12 +73,41 @@ def test_ro_waits_for_enough_history_before_the_decay() -> None:
     """A decay at epoch 2 leaves one change of the gap before it (MAD 0): no noise, so no energy stop (a
     healthy 4-epoch piecewise run was stopped at its decay); from RO_MIN_PRE_CHANGES changes on it acts."""
     ep = np.arange(12)
-    rows = {"trial": "t", "epoch": np.tile(ep, 2), "step": np.tile(ep * 10 + 9, 2), "split": ["val"] * 12 + ["probe"] * 12,
+    rows = {"trial": "t", "epoch": np.tile(ep, 2), "step": np.tile(ep * 10 + 9, 2), "split": ["val"] * 12 + ["probe"] * 12, "n": 1000,
             "acc_pgd": np.tile(0.3 + 0.02 * ep, 2),
             "de_y": np.r_[-1.0 - 0.05 * ep - 0.01 * (ep % 2), -0.9 + 0.05 * ep]}  # the gap widens 0.1 an epoch
     for decay, fires in [(2, False), (RO_MIN_PRE_CHANGES, False), (RO_MIN_PRE_CHANGES + 1, True)]:
         e = pl.DataFrame(rows | {"lr": np.tile(np.where(ep < decay, 0.1, 0.01), 2)})
         assert ro(e, **GAP_5X).height == fires, decay
+
+
+def _val_curves(curves: dict[str, list[float]], decay: int, n: int = 1000) -> pl.DataFrame:
+    """Epoch rows (val and probe) of trials whose val acc_pgd follows `curves`; the lr decays x0.1 at `decay`."""
+    rows = []
+    for trial, acc in curves.items():
+        for epoch, a in enumerate(acc):
+            for split in ("val", "probe"):
+                rows.append({"trial": trial, "epoch": epoch, "step": epoch * 10 + 9, "split": split, "n": n,
+                             "acc_pgd": a, "de_y": -1.0, "lr": 0.1 if epoch < decay else 0.01})
+    return pl.DataFrame(rows)
+
+
+def test_ro_fall_tells_a_fall_from_a_plateau() -> None:
+    """The default condition: val PGD 3.5 standard errors (sqrt(2 p (1 - p) / n), the val split's sampling error)
+    below its best since the decay. A plateau after the best is not a fall; Rice et al.'s patience stops both."""
+    rise = [0.40, 0.45, 0.50, 0.55, 0.58, 0.60]  # the decay at epoch 4; the best, 0.60, at epoch 5
+    e = _val_curves({"fall": rise + [0.60 - 0.03 * k for k in range(1, 8)],
+                     "plateau": rise + [0.595, 0.6, 0.59, 0.6, 0.595, 0.6, 0.59]}, decay=4)
+    se = (2 * 0.6 * 0.4 / 1000) ** 0.5  # 0.0219: 3.5 se = 0.077, first passed at 0.51 (epoch 8)
+    assert 0.6 - 0.54 < 3.5 * se <= 0.6 - 0.51
+    events = ro(e)
+    assert events["trial"].to_list() == ["fall"] and events["epoch"].item() == 8
+    assert "4.1 standard errors" in events["evidence"].item()
+    assert sorted(ro(e, patience=3, fall_z=None)["trial"]) == ["fall", "plateau"]
+    # the mean of the last 3 epochs, from epoch 6 (the first whose 3 are all after the decay): 0.583 (the best),
+    # 0.57, 0.54, 0.51; 3.5 x sqrt(2 p (1 - p) / 3000) = 0.045: passed at epoch 9 (0.073), not 8 (0.043)
+    assert ro(e, fall_epochs=3)["epoch"].to_list() == [9]
+    assert ro(_val_curves({"small val": rise + [0.60 - 0.03 * k for k in range(1, 8)]}, decay=4, n=100)).is_empty()
 
 
 def test_nan_and_divergence() -> None:
@@ -183,7 +212,7 @@ def test_with_actions_marks_only_the_recorded_stop() -> None:
 def test_ro_reads_the_held_out_drop_alone_when_asked() -> None:
     """energy='held_out': -dE(x,y) of val, which the synthetic RO trial drifts up 0.06 an epoch after its peak."""
     _, e, _ = frames(synth_trial("ro", epochs=40, steps=20, ro_peak=8, seed=1))
-    held = ro(e, patience=None, gap_rise=3.0, energy="held_out")
+    held = ro(e, patience=None, gap_rise=3.0, energy="held_out", fall_z=None)
     assert held["trial"].to_list() == ["ro"] and 8 < held["epoch"].item() <= 11
     assert "val -dE(x,y)" in held["evidence"].item()
     with pytest.raises(ValueError, match="energy"):

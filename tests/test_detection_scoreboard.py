@@ -285,16 +285,22 @@ def test_ro_score_of_hand_made_stops() -> None:
 def test_choose_ro_follows_its_written_rule() -> None:
     import choose_ro
 
-    def row(p, g, false, in_window, harm):
-        return {"patience": p, "gap_rise": g, "false_stops": false, "ro_in_window": in_window, "harm_mean": harm}
+    def row(p, g, false, in_window, harm, stopped=0, z=None):
+        return {"patience": p, "gap_rise": g, "fall_z": z, "fall_epochs": 1 if z else None, "false_stops": false,
+                "ro_in_window": in_window, "ro_stopped": stopped, "harm_mean": harm}
 
     rows = [row(2, None, 1, 6, 0.0),  # most in the window, but a false stop
             row(5, 3.0, 0, 4, 0.02),  # no false stop, too much harm
             row(10, 3.0, 0, 2, 0.005), row(10, None, 0, 2, 0.005), row(20, 5.0, 0, 1, 0.0)]
     assert choose_ro.choose(rows) == row(10, None, 0, 2, 0.005)  # ties: the fewer conditions
     assert choose_ro.choose(rows[:2]) == rows[1]  # nothing under the harm limit: the fewest false stops alone
-    n_gap = len(choose_ro.GAP_RISE) - 1
-    assert len(choose_ro.candidates()) == len(choose_ro.PATIENCE) * n_gap * len(choose_ro.ENERGY) + len(choose_ro.PATIENCE) - 1
+    # as many in the window: the most RO trials stopped at all (step 4), before harm and the number of conditions
+    more = [row(None, 12.0, 0, 2, 0.0, stopped=2), row(None, None, 0, 2, 0.003, stopped=11, z=3.5),
+            row(None, None, 0, 2, 0.003, stopped=11, z=3.0)]
+    assert choose_ro.choose(rows + more) == more[1]  # then the larger fall_z
+    n_gap, n_fall = len(choose_ro.GAP_RISE) - 1, len(choose_ro.FALL_Z) * len(choose_ro.FALL_EPOCHS)
+    assert len(choose_ro.candidates()) == (len(choose_ro.PATIENCE) * n_gap * len(choose_ro.ENERGY) + len(choose_ro.PATIENCE) - 1
+                                           + n_fall * (n_gap * len(choose_ro.ENERGY) + 1))
 
 
 def test_every_trial_of_every_grid_builds_a_valid_config(tmp_path) -> None:

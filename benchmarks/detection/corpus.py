@@ -38,8 +38,11 @@ TABLES = ("batches", "epochs", "probes")
 # 2026-12-06 (session 14) for the single-step grid: seeds 3-5 were trained before the energy trigger existed, so they
 # hold no mid-epoch probe; seed 12 is trained with the frozen trigger live (d927909), the test split's live sample.
 # Test seed 13 (the single-step grid) and outside seeds 14-15 were added 2026-12-07 (session 15), in the commit that
-# froze the rule's second version (co_pgd_probe's reference from epoch-end probes only), before any of them ran
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13), "outside": (6, 7, 14, 15)}
+# froze the rule's second version (co_pgd_probe's reference from epoch-end probes only), before any of them ran.
+# Test seeds 16-18 (RO_FALL_SEEDS) were added 2026-12-07 (session 17) for the label-noise RO segment, in the commit
+# that froze `ro`'s val-fall defaults, before any of them ran: its seeds 3-5 were trained under the earlier freeze
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18), "outside": (6, 7, 14, 15)}
+RO_FALL_SEEDS = (16, 17, 18)
 SEED_ORDER = (0, 3, 1, 4, 2, 5)  # a partial corpus still has both splits
 OUTSIDE_SEEDS = (6, 7)  # the outside split's first seeds (`run --grid outside` without --seeds)
 # the seeds each group's label reference R(eps, n) is taken over: those the labels were written for, so that a

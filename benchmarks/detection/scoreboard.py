@@ -395,7 +395,9 @@ def ro_score(lab: pl.DataFrame, stops: pl.DataFrame, window: int) -> dict:
 
 
 # `ro`'s defaults from its first freeze (commit 73ce198) until the label-noise segment's dev split re-chose them
-FIRST_RO_FREEZE = {"patience": None, "gap_rise": 5.0, "energy": "gap"}
+FIRST_RO_FREEZE = {"patience": None, "gap_rise": 5.0, "energy": "gap", "fall_z": None}
+# from that re-choice (1e9e188) until the val-fall condition joined the candidates (session 17)
+SECOND_RO_FREEZE = {"patience": None, "gap_rise": 12.0, "energy": "held_out", "fall_z": None}
 
 
 def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, dev_epochs: pl.DataFrame) -> pl.DataFrame:
@@ -405,20 +407,21 @@ def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, d
     import choose_ro
     from analysis.detectors import ro
 
-    rows = [choose_ro.evaluate(dev_epochs, dev, p, g, e) for p, g, e in choose_ro.candidates()]
-    rice = choose_ro.choose([r for r in rows if r["gap_rise"] is None])
-    energy = choose_ro.choose([r for r in rows if r["patience"] is None])
+    rows = [choose_ro.evaluate(dev_epochs, dev, *cand) for cand in choose_ro.candidates()]
+    rice = choose_ro.choose(choose_ro.rice_pool(rows))
+    energy = choose_ro.choose(choose_ro.energy_pool(rows))
     events = detect(c["batches"], c["epochs"], c["probes"])
     rules = {
         "oracle: stop at the labelled onset (the epoch after the best)": oracle(lab),
         "ro (its defaults)": _first(ro(c["epochs"])),
         "ro as first frozen (73ce198: the gap alone at 5x)": _first(ro(c["epochs"], **FIRST_RO_FREEZE)),
+        "ro as second frozen (1e9e188: the held-out drop alone at 12x)": _first(ro(c["epochs"], **SECOND_RO_FREEZE)),
         f"default stop_on ({', '.join(DEFAULT_STOP_ON)})": _first(events.filter(pl.col("kind").is_in(DEFAULT_STOP_ON))),
         "co_pgd_probe alone": _first(events.filter(pl.col("kind") == "co_pgd_probe")),
         f"baseline: Rice et al., val PGD not improved for {rice['patience']} epochs after the decay (from dev)":
-            _first(ro(c["epochs"], patience=rice["patience"], gap_rise=None)),
+            _first(ro(c["epochs"], patience=rice["patience"], gap_rise=None, fall_z=None)),
         f"energy only: {energy['energy']} signal up {energy['gap_rise']:g} x its pre-decay noise (from dev)":
-            _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"], energy=energy["energy"])),
+            _first(ro(c["epochs"], patience=None, gap_rise=energy["gap_rise"], energy=energy["energy"], fall_z=None)),
     }
     return pl.DataFrame([{"rule": name} | ro_score(lab, stops, choose_ro.RO_WINDOW) for name, stops in rules.items()])
 
