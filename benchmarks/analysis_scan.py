@@ -33,7 +33,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import detect, rank, trial_metrics  # noqa: E402
-from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, RO_MIN_PRE_CHANGES, ordered_batches  # noqa: E402
+from analysis.detectors import BATCH_COLS, CO_SIGNALS, MAD_TO_SD, ordered_batches  # noqa: E402
 from analysis.rank import METRICS  # noqa: E402
 from analysis.read import SweepLogs  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
@@ -131,6 +131,7 @@ def _trial(i: int, epochs: int, steps: int, rng: np.random.Generator,
                                 - (0.02 * np.maximum(ep - decay, 0) if ro else 0)]).astype(f32),
         "lr": np.tile(np.where(ep < decay, cfg["optim.lr"], cfg["optim.lr"] / 10), 2).astype(f32),
         "de_std": np.full(m, 0.7, f32),
+        "train_loss": np.full(m, 1.0, f32),  # every row an epoch end (a null train_loss marks a mid-epoch probe)
     }
     eschema = arrow_schema("epochs")
     etable = pa.Table.from_arrays(
@@ -295,7 +296,7 @@ def pandas_co_epoch(ep: pd.DataFrame, z=3.5, min_shift=1.0, warmup=2, min_scale=
     return ev.groupby("trial").head(1).drop(columns="a").assign(kind="co_energy", step=np.nan)
 
 
-def pandas_co_pgd(ep: pd.DataFrame, ratio=0.5, min_drop=0.1, z=3.0):
+def pandas_co_pgd(ep: pd.DataFrame, ratio=0.6, min_drop=0.1, z=3.0):
     e = ep[ep["split"] == "probe"].sort_values(["trial", "epoch"]).copy()
     a, n = e["acc_pgd"].where(np.isfinite(e["acc_pgd"])), e["n"].astype("float64")
     g = a.groupby(e["trial"])
@@ -305,26 +306,21 @@ def pandas_co_pgd(ep: pd.DataFrame, ratio=0.5, min_drop=0.1, z=3.0):
     score = best - a
     zs = score / np.sqrt(pooled * (1 - pooled) * (1 / n_best + 1 / n))
     hit = (a <= ratio * best) & (score >= min_drop) & (zs >= z)
-    # as analysis.detectors: the event carries its probe row's step (mid-epoch probes stop there)
-    return _first(e[["trial", "epoch", "step"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe")
+    # every probe row here is an epoch end (the generated sweep has no trigger): no step, as analysis.detectors
+    return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="co_pgd_probe", step=np.nan)
 
 
-def pandas_ro(ep: pd.DataFrame, patience=None, gap_rise=5.0):
-    val = ep[ep["split"] == "val"][["trial", "epoch", "acc_pgd", "de_y", "lr"]].rename(
-        columns={"acc_pgd": "val", "de_y": "de_val"})
-    tr = ep[ep["split"] == "probe"][["trial", "epoch", "de_y"]].rename(columns={"de_y": "de_train"})
-    e = val.merge(tr, on=["trial", "epoch"], how="left").sort_values(["trial", "epoch"]).reset_index(drop=True)
+def pandas_ro(ep: pd.DataFrame, fall_z=3.5):
+    """`ro` with its defaults: after the lr's first decay, a val acc_pgd fall_z standard errors below its best since."""
+    e = ep[ep["split"] == "val"][["trial", "epoch", "acc_pgd", "lr", "n"]].sort_values(["trial", "epoch"]).reset_index(drop=True)
     t = e["trial"]
     post = (e["lr"] < e.groupby("trial")["lr"].transform("first")).astype(int).groupby(t).cummax().astype(bool)
-    best = e["val"].where(post, -np.inf).groupby(t).cummax()
+    val = e["acc_pgd"].astype("float64").where(post)
+    best = val.groupby(t).cummax()
     best_epoch = e["epoch"].where(post & (best != best.groupby(t).shift(1))).groupby(t).ffill()
     score = (e["epoch"] - best_epoch).astype("float64")
-    gap = e["de_train"] - e["de_val"]
-    pre = gap.groupby(t).diff().where(~post)
-    mad = (pre - pre.groupby(t).transform("median")).abs().groupby(t).transform("median")
-    noise = (MAD_TO_SD * mad).where((pre.groupby(t).transform("count") >= RO_MIN_PRE_CHANGES) & (mad > 0))
-    rise = gap - gap.where(post, np.inf).groupby(t).cummin()
-    hit = post & (score >= (patience or 0)) & (rise >= gap_rise * noise)
+    se = np.sqrt(2 * best * (1 - best) / e["n"].astype("float64"))
+    hit = post & ((best - val) >= fall_z * se)
     return _first(e[["trial", "epoch"]].assign(score=score), hit, "epoch").assign(kind="ro", step=np.nan)
 
 
