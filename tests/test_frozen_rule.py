@@ -1,6 +1,6 @@
 """The default stop rule was frozen in a commit before the `outside` trials that score it were trained (its
-second version before test seed 13 and outside seeds 14-15), and `ro`'s defaults before the RO segment's test
-trials entered the corpus.
+second version before test seed 13 and outside seeds 14-15), and `ro`'s defaults before the RO segments' test
+trials entered the corpus (its third choice, the val fall, before the label-noise segment's test seeds 16-18).
 
 Reads the repository's history: the frozen commit is an ancestor of HEAD, the rule's numbers (the trigger's
 constants, co_pgd_probe's thresholds, DEFAULT_STOP_ON) are the same now as there, and every commit whose
@@ -11,12 +11,15 @@ from __future__ import annotations
 import ast
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks" / "detection"))
+from corpus import RO_FALL_SEEDS  # noqa: E402
 FROZEN = "d927909fd833706d07ff4000c00cba6512354a62"  # docs/detection.md "The energy trigger": frozen before the outside split was trained
 TRIALS = "benchmarks/detection/corpus/trials.parquet"
 
@@ -112,20 +115,26 @@ FROZEN_RO = "73ce198d43634a4188ccaa7cafd946638a0412c1"  # docs/detection.md "Rob
 
 
 FROZEN_RO_NOISE = "1e9e18887cd048997938b3583468546654dab003"  # docs/detection.md "Robust overfitting with label noise": ro's defaults re-chosen
+FROZEN_RO_FALL = "d3065d94fea0ed0729fa091879d1726e3c18a48d"  # docs/detection.md "Robust overfitting: the val-fall rule": ro's defaults, third choice
+LATEST_RO_FREEZE = FROZEN_RO_FALL
 
 
-@pytest.mark.parametrize("frozen_ro, segment", [(FROZEN_RO, "ro"), (FROZEN_RO_NOISE, "ro_noise")])
-def test_ro_defaults_frozen_before_each_segments_test_trials_entered_the_corpus(frozen_ro: str, segment: str) -> None:
-    """Each RO segment's test trials enter the corpus after the commit that froze the `ro` defaults they score;
-    today's defaults are the latest freeze's (the first one's held until the second)."""
+@pytest.mark.parametrize("frozen_ro, segment, seeds", [(FROZEN_RO, "ro", None), (FROZEN_RO_NOISE, "ro_noise", None),
+                                                        (FROZEN_RO_FALL, "ro_noise", RO_FALL_SEEDS)])
+def test_ro_defaults_frozen_before_each_segments_test_trials_entered_the_corpus(frozen_ro: str, segment: str,
+                                                                                seeds: tuple[int, ...] | None) -> None:
+    """Each RO segment's test trials (those of `seeds`, if given) enter the corpus after the commit that froze the
+    `ro` defaults they score; today's defaults are the latest freeze's (each one's held until the next)."""
     if git("rev-parse", "--verify", "--quiet", f"{frozen_ro}^{{commit}}").returncode:
         pytest.skip(f"commit {frozen_ro} is not in this checkout's history (a shallow clone?)")
     assert git("merge-base", "--is-ancestor", frozen_ro, "HEAD").returncode == 0
-    assert defaults(at(FROZEN_RO_NOISE, "analysis/detectors.py"), "ro") == \
+    assert defaults(at(LATEST_RO_FREEZE, "analysis/detectors.py"), "ro") == \
         defaults((ROOT / "analysis/detectors.py").read_text(), "ro")
     for commit in git("log", "--format=%H", "--", TRIALS).stdout.split():
         blob = git("show", f"{commit}:{TRIALS}", binary=True).stdout
         t = pl.read_parquet(io.BytesIO(blob)) if blob else pl.DataFrame()
+        if seeds is not None and "seed" in t.columns:
+            t = t.filter(pl.col("seed").is_in(seeds))
         if "segment" in t.columns and t.filter((pl.col("segment") == segment) & (pl.col("split") == "test")).height:
             assert git("merge-base", "--is-ancestor", frozen_ro, commit).returncode == 0, commit
             assert commit != frozen_ro
