@@ -757,6 +757,8 @@ def settings_problem(s: DetectorSettings, prefix: str = "") -> tuple[str, str] |
     if s.ro.patience is None and s.ro.gap_rise is None and s.ro.fall_z is None:
         return "ro", ("patience, gap_rise and fall_z are all null, so ro would stop every trial at its first epoch "
                       f"after the lr decay; set one, e.g. {prefix}ro.patience=10")
+    if s.ro.fall_z is not None and s.ro.fall_z <= 0:
+        return "ro.fall_z", f"{s.ro.fall_z}: give a positive number of standard errors (or null to switch it off)"
     if s.ro.fall_epochs < 1:
         return "ro.fall_epochs", f"{s.ro.fall_epochs}: give a positive integer (the epochs val acc_pgd is averaged over)"
     return None

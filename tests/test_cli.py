@@ -44,6 +44,8 @@ def test_train_runs_a_trial_and_prints_a_summary(tmp_path):
     ("detect.ro.patience=soon", "detect.ro.patience", "could not be converted to Integer"),
     ("detect.ro.energy=logits", "detect.ro.energy", "allowed: gap, held_out"),
     ("detect.ro.fall_z=null", "detect.ro", "set one, e.g. detect.ro.patience=10"),
+    ("detect.ro.fall_z=0", "detect.ro.fall_z", "positive number of standard errors"),
+    ("detect.ro.fall_epochs=0", "detect.ro.fall_epochs", "positive integer"),
 ])
 def test_bad_config_gets_one_clear_line_and_exit_2(tmp_path, override, field, hint):
     r = energy_at("train", *override.split(), f"out={tmp_path}")
