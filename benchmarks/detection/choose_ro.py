@@ -91,9 +91,9 @@ def choose(rows: list[dict]) -> dict:
     pool = [r for r in pool if r["harm_mean"] <= HARM_LIMIT] or pool
     return min(pool, key=lambda r: (-r["ro_in_window"], -r["ro_stopped"], r["harm_mean"],
                                     (r["patience"] is not None) + (r["gap_rise"] is not None)
-                                    + (r.get("fall_z") is not None),
-                                    r["patience"] or 0, r["gap_rise"] or 0.0, -(r.get("fall_z") or 0.0),
-                                    r.get("fall_epochs") or 0))
+                                    + (r["fall_z"] is not None),
+                                    r["patience"] or 0, r["gap_rise"] or 0.0, -(r["fall_z"] or 0.0),
+                                    r["fall_epochs"] or 0))
 
 
 def rice_pool(rows: list[dict]) -> list[dict]:
