@@ -41,8 +41,8 @@ TABLES = ("batches", "epochs", "probes")
 # froze the rule's second version (co_pgd_probe's reference from epoch-end probes only), before any of them ran.
 # Test seeds 16-18 (RO_FALL_SEEDS) were added 2026-12-07 (session 17) for the label-noise RO segment, in the commit
 # that froze `ro`'s val-fall defaults, before any of them ran: its seeds 3-5 were trained under the earlier freeze
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18), "outside": (6, 7, 14, 15)}
 RO_FALL_SEEDS = (16, 17, 18)
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13, *RO_FALL_SEEDS), "outside": (6, 7, 14, 15)}
 SEED_ORDER = (0, 3, 1, 4, 2, 5)  # a partial corpus still has both splits
 OUTSIDE_SEEDS = (6, 7)  # the outside split's first seeds (`run --grid outside` without --seeds)
 # the seeds each group's label reference R(eps, n) is taken over: those the labels were written for, so that a
