@@ -533,7 +533,7 @@ def ro(
     if energy not in RO_ENERGIES:
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
     if not {"lr", "de_y", "n"} <= set(_lazy(epochs).collect_schema().names()):
-        return empty_events()  # without the lr there is no decay to look after
+        return empty_events()  # without the lr there is no decay to look after (n: the val size, for the fall)
     post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
     best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
     new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
