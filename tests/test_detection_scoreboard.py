@@ -51,7 +51,7 @@ def test_adaptive_rule_fires_above_mean_plus_two_sd_of_the_past() -> None:
 
 
 def test_scoreboard_runs_on_the_committed_corpus() -> None:
-    lab, board = scoreboard.scoreboard("all")
+    lab, board, _ = scoreboard.scoreboard("all")
     assert lab.height >= 15 and set(lab["split"]) <= {"dev", "test", "outside"}
     assert set(lab["label"]) <= {"collapse", "never_robust", "robust_overfitting", "healthy"}
     assert lab.filter(pl.col("label") == "collapse")["onset"].min() >= 1
@@ -91,8 +91,7 @@ def test_harm_and_net_savings_of_a_stop_on_a_hand_made_trial() -> None:
 
 def test_each_trials_stop_agrees_with_the_default_rules_scoreboard_row() -> None:
     """scoreboard.py --stops (the per-trial table behind docs/detection.md's reasons) on the live test seed 13."""
-    stops = scoreboard.default_stops("test", seeds=(13,))
-    _, board = scoreboard.scoreboard("test", seeds=(13,))
+    _, board, stops = scoreboard.scoreboard("test", seeds=(13,))
     row = board.filter(pl.col("rule").str.starts_with("default")).row(0, named=True)
     coll = stops.filter(pl.col("label") == "collapse")
     assert row["in_window"] == f"{coll['in_window'].sum()}/{coll.height}"
@@ -358,7 +357,7 @@ def test_the_label_noise_segments_trials_are_labelled_after_their_decay() -> Non
 
 
 def test_ro_scoreboard_runs_on_the_committed_segment() -> None:
-    lab, board = scoreboard.scoreboard("all", segment="ro")
+    lab, board, stops = scoreboard.scoreboard("all", segment="ro")
     assert lab.height >= 6 and set(lab["segment"]) == {"ro"}
     n_ro, n_healthy = (lab["label"] == "robust_overfitting").sum(), (lab["label"] == "healthy").sum()
     assert n_ro >= 1 and n_healthy >= 1
@@ -367,3 +366,9 @@ def test_ro_scoreboard_runs_on_the_committed_segment() -> None:
     assert oracle["ro_in_window"] == f"{n_ro}/{n_ro}" and oracle["false_stops"] == f"0/{n_healthy}"
     default = rows[f"default stop_on ({', '.join(DEFAULT_STOP_ON)})"]
     assert default["false_stops"].endswith(f"/{n_healthy}") and 0 <= default["saved_steps"] < 1
+    per_trial = stops.filter(pl.col("label") == "robust_overfitting")  # --stops: each trial behind the row
+    assert default["ro_in_window"] == f"{per_trial['in_window'].sum()}/{n_ro}"
+    assert default["ro_stopped"] == f"{per_trial['stop_epoch'].is_not_null().sum()}/{n_ro}"
+    healthy = stops.filter(pl.col("label") == "healthy")
+    assert default["false_stops"] == f"{healthy['stop_epoch'].is_not_null().sum()}/{n_healthy}"
+    assert (per_trial["after_best"] == per_trial["stop_epoch"] - per_trial["best"]).all()

@@ -1,7 +1,7 @@
 """The detection scoreboard: every detector and baseline against the corpus's labels, per split.
 
-    python benchmarks/detection/scoreboard.py [--split test|dev|outside|all] [--segment co|ro] [--corpus DIR]
-                                              [--format md|json]
+    python benchmarks/detection/scoreboard.py [--split test|dev|outside|all] [--seeds S,...] [--segment co|ro|ro_noise]
+                                              [--stops] [--corpus DIR] [--format md|json]
 
 Reads the packed corpus (benchmarks/detection/corpus/, made by corpus.py), labels each trial from
 its val PGD curve (docs/detection.md, "Labels"), runs the project's detectors with their defaults
@@ -117,17 +117,17 @@ Rule = tuple[pl.DataFrame, str]  # (first stop per trial, the probes it runs: NO
 PROBE_KINDS = {"co_pgd_probe", "co_energy"}  # co_energy as a whole: its epoch and probe sources read the probe
 
 
-def energy_rules(c: dict[str, pl.DataFrame]) -> dict[str, Rule]:
-    """The project's detectors with their defaults, per kind and (co_energy) per source. co_energy's epoch
+def energy_rules(c: dict[str, pl.DataFrame], events: pl.DataFrame, gated_epochs: pl.DataFrame) -> dict[str, Rule]:
+    """The project's detectors with their defaults, per kind and (co_energy) per source, from `events` (detect()
+    on `c`) and `gated_epochs` (gated(): what the variant without the every-epoch probe logs). co_energy's epoch
     source reads the probe split's dE, its probe source the probe's samples; its batch source is free.
     `co_pgd_probe` reads every probe the trials ran, the trigger's mid-epoch ones too; "epoch-end probes
     only" is the rule without the trigger (the corpus's dev and test trials have no mid-epoch probes)."""
-    events = detect(c["batches"], c["epochs"], c["probes"])
     events = events.with_columns(source=pl.col("evidence").str.split(":").list.first())
     co = pl.col("kind") == "co_energy"
     epoch_end = c["epochs"].filter(pl.col("train_loss").is_not_null() | (pl.col("split") != "probe"))
     return {"co_pgd_probe, epoch-end probes only (no trigger)": (_first(co_pgd_probe(epoch_end)), EPOCH),
-            "co_pgd_probe, epoch-end probe only after a fire (+ epoch 1's)": (_first(co_pgd_probe(gated(c["epochs"]))),
+            "co_pgd_probe, epoch-end probe only after a fire (+ epoch 1's)": (_first(co_pgd_probe(gated_epochs)),
                                                                             GATED)} | {
         name: (_first(events.filter(sel)), probe) for name, sel, probe in [
         ("co_energy (all sources)", co, EPOCH),
@@ -241,11 +241,11 @@ def dev_trigger_h(batches: pl.DataFrame, lab_dev: pl.DataFrame) -> float | None:
     return next((h for h in TRIGGER_H if trigger(healthy, h=h).is_empty()), None)
 
 
-def all_rules(c: dict[str, pl.DataFrame], lab: pl.DataFrame, shifts: pl.DataFrame,
-              free: dict[str, float | None], trigger_h: float | None) -> dict[str, Rule]:
-    """Every rule's stops on the trials of `c`, and which probes it runs; `shifts` (epoch_shifts), the free
-    signals' thresholds and the energy-only trigger's h (from dev)."""
-    rules = {"oracle: stop at the labelled onset": (oracle(lab), NONE), **energy_rules(c)}
+def all_rules(c: dict[str, pl.DataFrame], events: pl.DataFrame, gated_epochs: pl.DataFrame, lab: pl.DataFrame,
+              shifts: pl.DataFrame, free: dict[str, float | None], trigger_h: float | None) -> dict[str, Rule]:
+    """Every rule's stops on the trials of `c`, and which probes it runs; `events` and `gated_epochs` as for
+    energy_rules, `shifts` (epoch_shifts), the free signals' thresholds and the energy-only trigger's h (from dev)."""
+    rules = {"oracle: stop at the labelled onset": (oracle(lab), NONE), **energy_rules(c, events, gated_epochs)}
     for signal, t in free.items():
         if t is not None:
             side = "moves" if FREE_SIGNALS[signal] == 0 else "rises"
@@ -400,17 +400,17 @@ FIRST_RO_FREEZE = {"patience": None, "gap_rise": 5.0, "energy": "gap", "fall_z":
 SECOND_RO_FREEZE = {"patience": None, "gap_rise": 12.0, "energy": "held_out", "fall_z": None}
 
 
-def ro_board(c: dict[str, pl.DataFrame], lab: pl.DataFrame, dev: pl.DataFrame, dev_epochs: pl.DataFrame) -> pl.DataFrame:
-    """The RO segment's scoreboard: the oracle, `ro` with its defaults, the default stop_on, and Rice et al.'s
-    rule and the energy-only rule with their settings chosen on `dev` (every segment's dev trials, whose epochs
-    are `dev_epochs`: choose_ro.py's rule)."""
+def ro_board(c: dict[str, pl.DataFrame], events: pl.DataFrame, lab: pl.DataFrame, dev: pl.DataFrame,
+             dev_epochs: pl.DataFrame) -> pl.DataFrame:
+    """The RO segment's scoreboard: the oracle, `ro` with its defaults, the default stop_on (from `events`,
+    detect() on `c`), and Rice et al.'s rule and the energy-only rule with their settings chosen on `dev`
+    (every segment's dev trials, whose epochs are `dev_epochs`: choose_ro.py's rule)."""
     import choose_ro
     from analysis.detectors import ro
 
     rows = [choose_ro.evaluate(dev_epochs, dev, *cand) for cand in choose_ro.candidates()]
     rice = choose_ro.choose(choose_ro.rice_pool(rows))
     energy = choose_ro.choose(choose_ro.energy_pool(rows))
-    events = detect(c["batches"], c["epochs"], c["probes"])
     rules = {
         "oracle: stop at the labelled onset (the epoch after the best)": oracle(lab),
         "ro (its defaults)": _first(ro(c["epochs"])),
@@ -437,8 +437,9 @@ def select(lab: pl.DataFrame, split: str, seeds: tuple[int, ...] | None = None) 
 
 
 def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
-               seeds: tuple[int, ...] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(labels of the split's trials of `segment`, only `seeds` if given, one scoreboard row per rule)."""
+               seeds: tuple[int, ...] | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(labels of the split's trials of `segment`, only `seeds` if given; one scoreboard row per rule; each
+    trial's stop under the default rule, default_stops())."""
     c = load(corpus)
     lab = labels(c)
     dev_all = lab.filter(pl.col("split") == "dev")
@@ -447,7 +448,8 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     if segment in RO_SEGMENTS:
         lab = select(lab, split, seeds)
         c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
-        return lab, ro_board(c, lab, dev_all, dev_epochs)
+        events = detect(c["batches"], c["epochs"], c["probes"])
+        return lab, ro_board(c, events, lab, dev_all, dev_epochs), default_stops(lab, events, segment)
     c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
     shifts = epoch_shifts(c["batches"])  # per trial: one pass serves the dev thresholds and the split's rules
     dev = lab.filter(pl.col("split") == "dev")
@@ -456,31 +458,38 @@ def scoreboard(split: str = "test", corpus: Path = CORPUS, segment: str = "co",
     lab = select(lab, split, seeds)
     keep = lab["trial"].to_list()
     c = {k: v.filter(pl.col("trial").is_in(keep)) for k, v in c.items()}
-    rules = all_rules(c, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
+    events, gated_epochs = detect(c["batches"], c["epochs"], c["probes"]), gated(c["epochs"])
+    rules = all_rules(c, events, gated_epochs, lab, shifts.filter(pl.col("trial").is_in(keep)), free, trigger_h)
     mid = mid_epoch_probes(c["epochs"])
-    ends = gated(c["epochs"]).filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null()).select("trial", "epoch")
+    ends = gated_epochs.filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null()).select("trial", "epoch")
     rows = [{"rule": name, "reads_probe": probe != NONE, "probes": probe}
             | score(lab, stops, probe != NONE, mid if probe in (TRIGGER, GATED) else None, ends if probe == GATED else None)
             for name, (stops, probe) in rules.items()]
-    return lab, pl.DataFrame(rows)
+    return lab, pl.DataFrame(rows), default_stops(lab, events, segment)
 
 
-def default_stops(split: str, corpus: Path = CORPUS, seeds: tuple[int, ...] | None = None) -> pl.DataFrame:
-    """Per single-step trial of the split: its label and onset, where the default stop rule stops it (the
-    epoch; the step when mid-epoch, at a probe the trigger ran), whether that is in the collapse window, the
-    best val PGD it loses, and the event's evidence."""
-    c = load(corpus)
-    lab = select(labels(c).filter(pl.col("segment") == "co"), split, seeds)
-    c = {k: v.filter(pl.col("trial").is_in(lab["trial"].to_list())) for k, v in c.items()}
-    events = detect(c["batches"], c["epochs"], c["probes"]).filter(pl.col("kind").is_in(DEFAULT_STOP_ON))
-    first = (events.sort("epoch", "step", nulls_last=True).group_by("trial").first()  # as _first, with its evidence
+def default_stops(lab: pl.DataFrame, events: pl.DataFrame, segment: str = "co") -> pl.DataFrame:
+    """Per labelled trial of `lab`: where the default stop rule stops it (the epoch; the step when mid-epoch, at
+    a probe the trigger ran; from `events`, detect() on its trials), whether that is in the window, the best val
+    PGD it loses, and the event's evidence. The window of a collapse is [onset - 2, onset + 1]; of an RO
+    trial (`segment` ro or ro_noise), no later than choose_ro.RO_WINDOW epochs after its onset."""
+    first = (events.filter(pl.col("kind").is_in(DEFAULT_STOP_ON)).sort("epoch", "step", nulls_last=True)
+             .group_by("trial").first()  # as _first, with its evidence
              .select("trial", "evidence", stop_epoch="epoch",
                      stop_step=pl.when(pl.col("kind") == "co_pgd_probe").then(pl.col("step")).cast(pl.Int64)))
+    evidence = pl.col("evidence").str.slice(0, 90)
+    if segment in RO_SEGMENTS:
+        import choose_ro
+        t = ro_outcomes(lab, first.select("trial", epoch="stop_epoch"), choose_ro.RO_WINDOW)
+        return t.join(first.select("trial", "evidence"), on="trial", how="left").select(
+            "trial", "label", best=pl.col("onset") - 1, stop_epoch="stop", after_best="after_best",
+            in_window=pl.when(pl.col("label") == "robust_overfitting").then("in_window"),
+            harm=pl.col("harm").round(3), evidence=evidence).sort("label", "trial")
     return lab.join(first, on="trial", how="left").select(
         "trial", "label", "onset", "stop_epoch", "stop_step",
         in_window=pl.when(pl.col("label") == "collapse").then(IN_WINDOW.fill_null(False)),
         harm=pl.when(STOPPED).then(HARM).round(3),
-        evidence=pl.col("evidence").str.slice(0, 90),
+        evidence=evidence,
     ).sort("label", "trial")
 
 
@@ -502,10 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                          "ro_noise: its label-noise twin")
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--format", default="md", choices=["md", "json"])
-    ap.add_argument("--stops", action="store_true", help="also each single-step trial's stop under the default rule")
+    ap.add_argument("--stops", action="store_true", help="also each trial's stop under the default rule")
     a = ap.parse_args(argv)
     try:
-        lab, board = scoreboard(a.split, Path(a.corpus), a.segment, a.seeds)
+        lab, board, stops = scoreboard(a.split, Path(a.corpus), a.segment, a.seeds)
     except LookupError as e:
         ap.error(str(e))
     if a.format == "json":
@@ -516,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(board))
     if a.stops:
         print(f"\ndefault stop_on ({', '.join(DEFAULT_STOP_ON)}), each trial:")
-        print(markdown(default_stops(a.split, Path(a.corpus), a.seeds)))
+        print(markdown(stops))
     return 0
 
 
