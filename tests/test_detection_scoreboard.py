@@ -250,10 +250,47 @@ def test_signal_table_on_the_committed_corpus_is_causal_and_ranks_the_probe_firs
     assert not t.filter(pl.col("label") == "healthy")["positive"].any()
     assert t.select((pl.col("de_y (epoch mean)").diff().over("trial") >= 0).all()).item()
     board = signals.table(t, boot=50)
-    assert board["signal"][0] == "PGD probe relative fall" and not board["free"][0]
-    assert board.filter(pl.col("free")).height == 2 * len(scoreboard.FREE_SIGNALS)
+    assert board["signal"][0] == "PGD probe relative fall" and board["cost"][0] == "PGD probe"
+    assert board.filter(pl.col("cost") == "free").height == 2 * len(scoreboard.FREE_SIGNALS)
     for r in board.iter_rows(named=True):
         assert r["trial_lo"] <= r["trial_auc"] <= r["trial_hi"] and r["epoch_lo"] <= r["epoch_auc"] <= r["epoch_hi"]
+
+
+def test_ro_signal_table_reads_only_the_epochs_after_the_decay_and_marks_the_window() -> None:
+    """Two trials, decay at epoch 3 of 9: an RO one (best at 4, onset 5: window epochs 5-7, 8 left out) whose
+    batch loss falls after the decay, and a healthy one. Scores are largest-so-far moves; the val fall is in
+    standard errors of the val split (n 1000); every AUC lies in its interval."""
+    import signals
+
+    def trial(name: str, val: list[float], loss: list[float]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        epochs = pl.DataFrame({"trial": name, "epoch": list(range(9)) * 2, "split": ["val"] * 9 + ["probe"] * 9,
+                               "lr": [0.1, 0.1, 0.1, 0.03, 0.03, 0.03, 0.03, 0.03, 0.03] * 2, "n": [1000] * 9 + [256] * 9,
+                               "acc_pgd": val + [v + 0.1 for v in val], "de_y": [-1.0, -1.1] * 9, "train_loss": 1.0})
+        batches = pl.DataFrame({"trial": name, "epoch": list(range(9)), "de": [0.5, 0.6] * 4 + [0.5],
+                                "de_y": -1.0, "de_std": 0.3, "acc_adv": 0.4, "loss": loss})
+        return epochs, batches
+
+    ro_e, ro_b = trial("ro", [0.3, 0.4, 0.45, 0.55, 0.60, 0.58, 0.55, 0.52, 0.50],
+                       [1.0, 0.98, 0.99, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    ok_e, ok_b = trial("ok", [0.3, 0.4, 0.45, 0.55, 0.56, 0.57, 0.56, 0.57, 0.58], [1.0, 0.98, 0.99, 0.95, 0.94, 0.95, 0.94, 0.95, 0.94])
+    c = {"epochs": pl.concat([ro_e, ok_e]), "batches": pl.concat([ro_b, ok_b])}
+    lab = pl.DataFrame({"trial": ["ro", "ok"], "label": ["robust_overfitting", "healthy"], "onset": [5, None]},
+                       schema_overrides={"onset": pl.Int64})
+    t = signals.ro_scores(c, lab, window=2).sort("trial", "epoch")
+    assert t["epoch"].to_list() == [3, 4, 5, 6, 7, 8] * 2  # only after the decay
+    ro = t.filter(pl.col("trial") == "ro")
+    assert ro["positive"].to_list() == [False, False, True, True, True, True]
+    assert ro["window"].to_list() == [False, False, True, True, True, None]  # epoch 8 is late, not false
+    assert not t.filter(pl.col("trial") == "ok")["positive"].any()
+    fall = ro[signals.RO_FALL].to_list()
+    assert fall[-1] == pytest.approx(0.10 / (2 * 0.6 * 0.4 / 1000) ** 0.5)
+    assert all(a <= b for a, b in zip(fall, fall[1:]))  # largest so far: causal
+    board = signals.table(t, boot=20)
+    loss = board.filter(pl.col("signal") == "batch loss (epoch mean)").row(0, named=True)
+    assert loss["cost"] == "free" and loss["trial_auc"] == 1.0
+    for r in board.iter_rows(named=True):
+        for level in ("trial", "epoch", "window"):
+            assert np.isnan(r[f"{level}_auc"]) or r[f"{level}_lo"] <= r[f"{level}_auc"] <= r[f"{level}_hi"]
 
 
 def test_ro_label_counts_only_after_the_decay() -> None:

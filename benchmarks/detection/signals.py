@@ -1,6 +1,7 @@
 """How well each signal separates collapsed from healthy trials, threshold-free: ROC AUC with 95% intervals.
 
-    python benchmarks/detection/signals.py [--split test|dev|all] [--boot 1000] [--format md|json]
+    python benchmarks/detection/signals.py [--split test|dev|all] [--seeds S,...] [--segment co|ro|ro_noise]
+                                           [--boot 1000] [--format md|json]
 
 Reads the committed corpus (benchmarks/detection/corpus/) and its labels (scoreboard.labels), keeps the
 trials labelled collapse (positives) and healthy (negatives), and scores each signal two ways:
@@ -16,6 +17,14 @@ A move is, for an epoch signal, the epoch mean minus the median of the trial's e
 against the median and MAD of the trial's previous STEP_REF steps, in that epoch; for the PGD probe,
 its relative fall from the best earlier epoch (the probe costs PGD; every other signal is free).
 The intervals resample trials (a trial's epochs stay together), `--boot` times, seeded.
+
+`--segment ro` / `ro_noise`: robust overfitting (positives) against healthy multi-step trials, over the
+epochs after the lr's first decay (a trial without one has none; `ro` never looks there), with the
+signals of RO_SIGNALS (ro_scores). Besides "past its best by now?" (an RO trial's epochs from its onset,
+the epoch after its best), a third level asks what issue 24's window does: is this epoch in
+[onset, onset + choose_ro.RO_WINDOW] (positive), against the healthy trials' epochs and the RO trials'
+epochs before their onset (an RO trial's epochs after the window are left out: a stop there is late,
+not false).
 """
 from __future__ import annotations
 
@@ -70,6 +79,71 @@ def probe_fall(epochs: pl.DataFrame) -> pl.DataFrame:
     return p.select("trial", "epoch", probe=1 - pl.col("acc_pgd") / best)
 
 
+# RO signals, per epoch after the decay, each oriented so that up reads as robust overfitting (written before
+# this table was first run, 2026-12-07): a value's move from the last epoch before the decay, in units of its
+# pre-decay noise (1.4826 x the MAD of its epoch-to-epoch changes, as `ro`'s gap_rise); side 0: either way.
+RO_FALL, RO_PATIENCE = "val PGD fall below its best since the decay (se)", "epochs since val PGD's best (Rice et al.)"
+# what reading a signal costs beyond training; any other is free (the training stream)
+COST = {"PGD probe relative fall": "PGD probe", "train probe - val PGD accuracy": "PGD probe",
+        "train - val dE(x,y) gap": "PGD probe", "val -dE(x,y)": "val eval", RO_FALL: "val eval", RO_PATIENCE: "val eval"}
+RO_SIGNALS = {
+    "train probe - val PGD accuracy": 1,  # the robust generalisation gap widens
+    "train - val dE(x,y) gap": 1,  # `ro`'s energy="gap": the training probe's drop shrinks, val's does not
+    "val -dE(x,y)": 1,  # `ro`'s energy="held_out": the held-out true logit's drop under attack grows
+    "batch dE(x) (epoch mean)": 0,  # WEAT's reading: natural and adversarial energies drift apart
+    "batch dE(x,y) (epoch mean)": 0,
+    "batch de_std (epoch mean)": 1,
+    "batch acc_adv (epoch mean)": 1,  # the training set's adversarial examples are fitted
+    "batch loss (epoch mean)": -1,
+}
+
+
+def ro_scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame, window: int) -> pl.DataFrame:
+    """One row per (trial, epoch after the decay) of the robust_overfitting and healthy trials: `positive`
+    (an RO trial at or after its onset), `window` (null where left out) and each signal's largest move so
+    far; besides RO_SIGNALS, `ro`'s own statistics: val PGD's fall below its best since the decay in
+    standard errors (fall_epochs=1) and the epochs since that best (Rice et al.'s patience)."""
+    lab = lab.filter(pl.col("label").is_in(["robust_overfitting", "healthy"]))
+    keep = pl.col("trial").is_in(lab["trial"].to_list())
+    e = c["epochs"].filter(keep)
+    val = e.filter(pl.col("split") == "val").select("trial", "epoch", "lr", "n", val="acc_pgd", de_val="de_y")
+    probe = e.filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null()).select(
+        "trial", "epoch", train="acc_pgd", de_train="de_y")
+    finite = lambda col: pl.col(col).cast(pl.Float64).filter(pl.col(col).is_finite()).mean()  # noqa: E731
+    batch = c["batches"].filter(keep).group_by("trial", "epoch").agg(
+        finite("de").alias("batch dE(x) (epoch mean)"), finite("de_y").alias("batch dE(x,y) (epoch mean)"),
+        finite("de_std").alias("batch de_std (epoch mean)"), finite("acc_adv").alias("batch acc_adv (epoch mean)"),
+        finite("loss").alias("batch loss (epoch mean)"))
+    t = (val.join(probe, on=["trial", "epoch"], how="left").join(batch, on=["trial", "epoch"], how="left")
+         .sort("trial", "epoch")
+         .with_columns(**{"train probe - val PGD accuracy": pl.col("train") - pl.col("val"),
+                          "train - val dE(x,y) gap": pl.col("de_train") - pl.col("de_val"), "val -dE(x,y)": -pl.col("de_val")})
+         .with_columns(post=(pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")))
+    moves = []
+    for signal, side in RO_SIGNALS.items():
+        x = pl.col(signal)
+        pre_dx = pl.when(~pl.col("post")).then(x.diff())
+        noise = 1.4826 * (pre_dx - pre_dx.median()).abs().median()
+        ref = pl.when(~pl.col("post")).then(x).drop_nulls().last()
+        move = (x - ref) / pl.when(noise > 0).then(noise)
+        moves.append((move.abs() if side == 0 else side * move).over("trial").alias(signal))
+    best = pl.when(pl.col("post")).then(pl.col("val")).otherwise(float("-inf")).cum_max().over("trial")
+    new_best = (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
+    t = (t.with_columns(*moves, best=best)
+         .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"))
+         .filter(pl.col("post"))
+         .with_columns(**{RO_FALL: (pl.col("best") - pl.col("val")) / (2 * pl.col("best") * (1 - pl.col("best")) / pl.col("n")).sqrt(),
+                          RO_PATIENCE: (pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64)}))
+    signals = [RO_FALL, RO_PATIENCE, *RO_SIGNALS]
+    t = t.select("trial", "epoch", *(pl.col(s).fill_null(float("-inf")).fill_nan(float("-inf")).cum_max().over("trial")
+                                    for s in signals))
+    t = t.join(lab.select("trial", "label", "onset"), on="trial")
+    ro, past = pl.col("label") == "robust_overfitting", pl.col("epoch") >= pl.col("onset")
+    return t.with_columns(positive=(ro & past).fill_null(False),
+                          window=pl.when(ro & (pl.col("epoch") > pl.col("onset") + window)).then(None)
+                          .otherwise((ro & past).fill_null(False)))
+
+
 def scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> pl.DataFrame:
     """One row per (trial, epoch) of the collapse and healthy trials: `positive` and each signal's
     largest move so far."""
@@ -90,9 +164,11 @@ def scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> pl.DataFrame:
 
 
 def table(t: pl.DataFrame, boot: int = 1000, seed: int = 0) -> pl.DataFrame:
-    """AUC and bootstrap 95% interval per signal, at the trial and the trial-epoch level."""
-    signals = [c for c in t.columns if c not in ("trial", "epoch", "label", "onset", "positive")]
-    trials = t.group_by("trial", maintain_order=True).agg(pl.col(signals).max(), positive=pl.col("label").first() == "collapse")
+    """AUC and bootstrap 95% interval per signal, at the trial and the trial-epoch level (and, where `t` has a
+    `window` column, over its non-null rows: ro_scores)."""
+    levels = {"epoch": "positive"} | ({"window": "window"} if "window" in t.columns else {})
+    signals = [c for c in t.columns if c not in ("trial", "epoch", "label", "onset", *levels.values())]
+    trials = t.group_by("trial", maintain_order=True).agg(pl.col(signals).max(), positive=pl.col("positive").any())
     by_trial = {name: i for i, name in enumerate(trials["trial"])}
     epoch_trial = t["trial"].replace_strict(by_trial).to_numpy()
     rows_of = [np.flatnonzero(epoch_trial == i) for i in range(trials.height)]
@@ -101,17 +177,23 @@ def table(t: pl.DataFrame, boot: int = 1000, seed: int = 0) -> pl.DataFrame:
     out = []
     for s in signals:
         ts, tp = trials[s].to_numpy(), trials["positive"].to_numpy()
-        es, ep = t[s].to_numpy(), t["positive"].to_numpy()
         boot_trial = [auc(ts[d], tp[d]) for d in draws]
-        boot_epoch = []
-        for d in draws:
-            idx = np.concatenate([rows_of[i] for i in d])
-            boot_epoch.append(auc(es[idx], ep[idx]))
-        out.append({"signal": s, "free": not s.startswith("PGD probe"),
-                    "trial_auc": auc(ts, tp), "trial_lo": np.nanpercentile(boot_trial, 2.5),
-                    "trial_hi": np.nanpercentile(boot_trial, 97.5),
-                    "epoch_auc": auc(es, ep), "epoch_lo": np.nanpercentile(boot_epoch, 2.5),
-                    "epoch_hi": np.nanpercentile(boot_epoch, 97.5)})
+        row = {"signal": s, "cost": COST.get(s, "free"),
+               "trial_auc": auc(ts, tp), "trial_lo": np.nanpercentile(boot_trial, 2.5),
+               "trial_hi": np.nanpercentile(boot_trial, 97.5)}
+        for level, col in levels.items():
+            rows = t.select(pl.col(s), pl.col(col)).with_row_index().filter(pl.col(col).is_not_null())
+            kept = np.full(t.height, -1)
+            kept[rows["index"].to_numpy()] = np.arange(rows.height)
+            es, ep = rows[s].to_numpy(), rows[col].to_numpy().astype(bool)
+            boot_level = []
+            for d in draws:
+                idx = kept[np.concatenate([rows_of[i] for i in d])]
+                idx = idx[idx >= 0]
+                boot_level.append(auc(es[idx], ep[idx]))
+            row |= {f"{level}_auc": auc(es, ep), f"{level}_lo": np.nanpercentile(boot_level, 2.5),
+                    f"{level}_hi": np.nanpercentile(boot_level, 97.5)}
+        out.append(row)
     return pl.DataFrame(out).sort("trial_auc", descending=True)
 
 
@@ -119,32 +201,41 @@ def markdown(board: pl.DataFrame) -> str:
     """The table as scoreboard.markdown prints it, each AUC with its interval."""
     ci = lambda r, level: f"{r[level + '_auc']:.2f} [{r[level + '_lo']:.2f}, {r[level + '_hi']:.2f}]"  # noqa: E731
     return scoreboard.markdown(pl.DataFrame([
-        {"signal": r["signal"], "free": "yes" if r["free"] else "no (PGD)", "trial AUC [95%]": ci(r, "trial"),
-         "trial-epoch AUC [95%]": ci(r, "epoch")} for r in board.iter_rows(named=True)]))
+        {"signal": r["signal"], "cost": r["cost"], "trial AUC [95%]": ci(r, "trial"),
+         "trial-epoch AUC [95%]": ci(r, "epoch")} | ({"window AUC [95%]": ci(r, "window")} if "window_auc" in r else {})
+        for r in board.iter_rows(named=True)]))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="test", choices=["test", "dev", "all"])
     ap.add_argument("--seeds", type=seed_list, default=None, help="only these seeds of the split, comma-separated")
+    ap.add_argument("--segment", default="co", choices=["co", *scoreboard.RO_SEGMENTS],
+                    help="co: collapse against healthy single-step trials; ro, ro_noise: robust overfitting against "
+                         "healthy multi-step trials, after the decay")
     ap.add_argument("--boot", type=int, default=1000)
     ap.add_argument("--format", default="md", choices=["md", "json"])
     a = ap.parse_args(argv)
     c = scoreboard.load()
-    try:  # collapse against healthy: the single-step trials
-        lab = scoreboard.select(scoreboard.labels(c).filter(pl.col("segment") == "co"), a.split, a.seeds)
+    try:
+        lab = scoreboard.select(scoreboard.labels(c).filter(pl.col("segment") == a.segment), a.split, a.seeds)
     except LookupError as e:
         ap.error(str(e))
-    t = scores(c, lab)
+    if a.segment in scoreboard.RO_SEGMENTS:
+        import choose_ro
+        t, bad = ro_scores(c, lab, choose_ro.RO_WINDOW), "robust_overfitting"
+    else:
+        t, bad = scores(c, lab), "collapse"
     board = table(t, a.boot)
     if a.format == "json":
         print(json.dumps(board.to_dicts()))
         return 0
-    n_trials = t.group_by("trial").agg(pl.col("label").first())["label"].value_counts().sort("label")
-    counts = dict(n_trials.iter_rows())
-    print(f"split {a.split}{'' if a.seeds is None else ', seeds ' + ','.join(map(str, a.seeds))}, {a.boot} bootstrap draws over trials")
-    print(f"trials: {counts.get('collapse', 0)} collapse, {counts.get('healthy', 0)} healthy; trial-epochs: "
-          f"{int(t['positive'].sum())} collapsed, {int((~t['positive']).sum())} not (yet)")
+    counts = dict(t.group_by("trial").agg(pl.col("label").first())["label"].value_counts().iter_rows())
+    print(f"segment {a.segment}, split {a.split}{'' if a.seeds is None else ', seeds ' + ','.join(map(str, a.seeds))}, "
+          f"{a.boot} bootstrap draws over trials")
+    print(f"trials: {counts.get(bad, 0)} {bad}, {counts.get('healthy', 0)} healthy; trial-epochs: "
+          f"{int(t['positive'].sum())} past the onset, {int((~t['positive']).sum())} not (yet)"
+          + (f"; {int(t['window'].sum())} in the window" if "window" in t.columns else ""))
     print(markdown(board))
     return 0
 
