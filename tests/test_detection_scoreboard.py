@@ -280,11 +280,14 @@ def test_ro_signal_table_reads_only_the_epochs_after_the_decay_and_marks_the_win
     assert t["epoch"].to_list() == [3, 4, 5, 6, 7, 8] * 2  # only after the decay
     ro = t.filter(pl.col("trial") == "ro")
     assert ro["positive"].to_list() == [False, False, True, True, True, True]
-    assert ro["window"].to_list() == [False, False, True, True, True, None]  # epoch 8 is late, not false
+    assert ro["window"].to_list() == [True, True, True, True, True, None]  # up to best + 3; epoch 8 is late, not false
     assert not t.filter(pl.col("trial") == "ok")["positive"].any()
     fall = ro[signals.RO_FALL].to_list()
     assert fall[-1] == pytest.approx(0.10 / (2 * 0.6 * 0.4 / 1000) ** 0.5)
     assert all(a <= b for a, b in zip(fall, fall[1:]))  # largest so far: causal
+    headroom = signals.window_headroom(t)
+    assert headroom["batch loss (epoch mean)"] == "1/1"  # falls past the healthy trial's largest move by epoch 7
+    assert headroom["batch de_std (epoch mean)"] == "0/1"  # flat in both
     board = signals.table(t, boot=20)
     loss = board.filter(pl.col("signal") == "batch loss (epoch mean)").row(0, named=True)
     assert loss["cost"] == "free" and loss["trial_auc"] == 1.0

@@ -21,10 +21,12 @@ The intervals resample trials (a trial's epochs stay together), `--boot` times, 
 `--segment ro` / `ro_noise`: robust overfitting (positives) against healthy multi-step trials, over the
 epochs after the lr's first decay (a trial without one has none; `ro` never looks there), with the
 signals of RO_SIGNALS (ro_scores). Besides "past its best by now?" (an RO trial's epochs from its onset,
-the epoch after its best), a third level asks what issue 24's window does: is this epoch in
-[onset, onset + choose_ro.RO_WINDOW] (positive), against the healthy trials' epochs and the RO trials'
-epochs before their onset (an RO trial's epochs after the window are left out: a stop there is late,
-not false).
+the epoch after its best), a third level asks what issue 24's window does: an RO trial's epochs up to
+onset + choose_ro.RO_WINDOW (3 epochs after its best; the scoreboard's "no later than") against the healthy
+trials' epochs (an RO trial's later epochs are left out: a stop there is late, not false). And a headroom
+column: with the threshold set, on the same trials, just above every healthy trial's largest score (0 false
+stops), the RO trials the signal would stop within that window - an upper bound, as the threshold sees the
+trials it is scored on.
 """
 from __future__ import annotations
 
@@ -140,8 +142,17 @@ def ro_scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame, window: int) -> pl.
     t = t.join(lab.select("trial", "label", "onset"), on="trial")
     ro, past = pl.col("label") == "robust_overfitting", pl.col("epoch") >= pl.col("onset")
     return t.with_columns(positive=(ro & past).fill_null(False),
-                          window=pl.when(ro & (pl.col("epoch") > pl.col("onset") + window)).then(None)
-                          .otherwise((ro & past).fill_null(False)))
+                          window=pl.when(ro & (pl.col("epoch") > pl.col("onset") + window)).then(None).otherwise(ro))
+
+
+def window_headroom(t: pl.DataFrame) -> dict[str, str]:
+    """Per signal of ro_scores' `t`: the RO trials whose score passes, within the window, the largest score of
+    any healthy trial ("k/n"): the most a threshold with no false stop could stop in time."""
+    signals = [c for c in t.columns if c not in ("trial", "epoch", "label", "onset", "positive", "window")]
+    healthy = t.filter(pl.col("label") == "healthy")
+    in_window = t.filter((pl.col("label") == "robust_overfitting") & pl.col("window").is_not_null())
+    n = in_window["trial"].n_unique()
+    return {s: f"{in_window.filter(pl.col(s) > healthy[s].max())['trial'].n_unique()}/{n}" for s in signals}
 
 
 def scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame) -> pl.DataFrame:
@@ -202,7 +213,9 @@ def markdown(board: pl.DataFrame) -> str:
     ci = lambda r, level: f"{r[level + '_auc']:.2f} [{r[level + '_lo']:.2f}, {r[level + '_hi']:.2f}]"  # noqa: E731
     return scoreboard.markdown(pl.DataFrame([
         {"signal": r["signal"], "cost": r["cost"], "trial AUC [95%]": ci(r, "trial"),
-         "trial-epoch AUC [95%]": ci(r, "epoch")} | ({"window AUC [95%]": ci(r, "window")} if "window_auc" in r else {})
+         "trial-epoch AUC [95%]": ci(r, "epoch")}
+        | ({"window AUC [95%]": ci(r, "window"), "in window at 0 false stops": r["window_at_0_false_stops"]}
+           if "window_auc" in r else {})
         for r in board.iter_rows(named=True)]))
 
 
@@ -227,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t, bad = scores(c, lab), "collapse"
     board = table(t, a.boot)
+    if "window" in t.columns:
+        board = board.with_columns(window_at_0_false_stops=pl.col("signal").replace_strict(window_headroom(t)))
     if a.format == "json":
         print(json.dumps(board.to_dicts()))
         return 0
@@ -235,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.boot} bootstrap draws over trials")
     print(f"trials: {counts.get(bad, 0)} {bad}, {counts.get('healthy', 0)} healthy; trial-epochs: "
           f"{int(t['positive'].sum())} past the onset, {int((~t['positive']).sum())} not (yet)"
-          + (f"; {int(t['window'].sum())} in the window" if "window" in t.columns else ""))
+          + (f"; {int(t['window'].sum())} up to 3 epochs after the best" if "window" in t.columns else ""))
     print(markdown(board))
     return 0
 
