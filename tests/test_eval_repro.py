@@ -79,3 +79,22 @@ def test_evaluation_starts_are_per_sample_and_leave_the_global_rng_alone():
                     for _ in range(2))
     assert torch.equal(torch.get_rng_state(), state)  # training after an evaluation draws what it drew before
     assert torch.equal(first.e_adv, again.e_adv) and torch.equal(first.correct_adv, again.correct_adv)
+
+
+def test_probe_spread_reads_the_probe_as_the_trial_did(finished):
+    """benchmarks/probe_spread.py: under the trial's own seed its reading is the trial's logged epoch-end probe
+    acc_pgd (same images, attack and starts); the spread is the readings' sd against the z-test's noise."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import probe_spread
+
+    out, trial, _ = finished
+    (r,) = probe_spread.readings(out, seeds=3, which="last")
+    logged = (pl.read_parquet(out / "epochs" / "**" / "*.parquet")
+              .filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null())["acc_pgd"].item())
+    assert r["trial"] == trial.id and r["n"] == 64 and len(r["acc"]) == 3
+    assert r["acc"][1] == pytest.approx(logged)  # seed=1, the trial's
+    row = probe_spread.spread({**r, "acc": [0.5, 0.5, 0.5 + 1 / 64]})
+    assert row["sd"] == pytest.approx((1 / 64) / 3 ** 0.5)
+    assert row["z_test_noise"] == pytest.approx((2 * row["mean"] * (1 - row["mean"]) / 64) ** 0.5)
+    assert row["largest_difference_z"] == pytest.approx((1 / 64) / row["z_test_noise"])
+    assert row["ratio"] == pytest.approx(2 ** 0.5 * row["sd"] / row["z_test_noise"])
