@@ -44,7 +44,9 @@ TABLES = ("batches", "epochs", "probes")
 # Seeds 19-21 were added 2026-12-07 (session 18), the rule unchanged, before any of them ran: seeds 16-18 held 7 RO
 # trials, one short of the 8 issue 24 asks of a test split scored by the rule frozen before its runs.
 RO_FALL_SEEDS = (16, 17, 18, 19, 20, 21)
-SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13, *RO_FALL_SEEDS), "outside": (6, 7, 14, 15)}
+# Test seed 22 (the single-step grid, the trigger live) was added 2026-12-07 (session 18), the rule unchanged since
+# its second freeze (d2268bb), before any of its trials ran: a second live in-grid seed beside 13.
+SPLITS = {"dev": (0, 1, 2), "test": (3, 4, 5, 8, 9, 10, 11, 12, 13, 22, *RO_FALL_SEEDS), "outside": (6, 7, 14, 15)}
 SEED_ORDER = (0, 3, 1, 4, 2, 5)  # a partial corpus still has both splits
 OUTSIDE_SEEDS = (6, 7)  # the outside split's first seeds (`run --grid outside` without --seeds)
 # the seeds each group's label reference R(eps, n) is taken over: those the labels were written for, so that a
