@@ -498,6 +498,39 @@ def with_trigger(events: pl.DataFrame, fires: pl.DataFrame) -> pl.DataFrame:
 # ----------------------------------------------------------------- robust overfitting
 
 
+def ro_epochs(epochs: Frame, *, energy: str = "held_out", fall_epochs: int = 1) -> pl.LazyFrame | None:
+    """`ro`'s per-epoch statistics, one row per trial and val epoch (None without lr, de_y and n): `post` (after
+    the first decay), `best` and `best_epoch` (val acc_pgd's best since the decay), `score` (epochs since it),
+    `gap`, `noise` and `rise` (the energy condition), `fall` and `fall_se` (the val-fall condition)."""
+    if not {"lr", "de_y", "n"} <= set(_lazy(epochs).collect_schema().names()):
+        return None  # without the lr there is no decay to look after (n: the val size, for the fall)
+    post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
+    best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
+    new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
+    dg = pl.col("gap").diff().over("trial")
+    pre_dg = pl.when(~pl.col("post")).then(dg)
+    mad = (pre_dg - pre_dg.median()).abs().median().over("trial")
+    noise = pl.when((pre_dg.count().over("trial") >= RO_MIN_PRE_CHANGES) & (mad > 0)).then(MAD_TO_SD * mad)
+    low = pl.when(pl.col("post")).then(pl.col("gap")).otherwise(math.inf).cum_min().over("trial")
+    all_post = pl.col("post").cast(pl.Int32).rolling_sum(fall_epochs).over("trial") == fall_epochs
+    smooth = pl.when(all_post).then(pl.col("val").rolling_mean(fall_epochs).over("trial"))
+    return (
+        _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr", "n"])
+        .rename({"acc_pgd": "val", "de_y": "de_val"})
+        .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
+              on=["trial", "epoch"], how="left")
+        .sort("trial", "epoch")
+        .with_columns(post=post, gap=(_finite("de_train") if energy == "gap" else 0.0) - _finite("de_val"))
+        .with_columns(best=best, noise=noise, rise=pl.col("gap") - low, smooth=smooth)
+        .with_columns(smooth_best=pl.col("smooth").cum_max().over("trial"))
+        .with_columns(fall=pl.col("smooth_best") - pl.col("smooth"),
+                      fall_se=(2 * pl.col("smooth_best") * (1 - pl.col("smooth_best")) / (pl.col("n") * fall_epochs)).sqrt())
+        .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
+                      decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))
+        .with_columns(score=(pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64))
+    )
+
+
 def ro(
     epochs: Frame,
     *,
@@ -532,33 +565,9 @@ def ro(
     """
     if energy not in RO_ENERGIES:
         raise ValueError(f"ro: energy={energy!r}: use 'gap' or 'held_out'")
-    if not {"lr", "de_y", "n"} <= set(_lazy(epochs).collect_schema().names()):
-        return empty_events()  # without the lr there is no decay to look after (n: the val size, for the fall)
-    post = (pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")
-    best = pl.when(post).then(pl.col("val")).otherwise(-math.inf).cum_max().over("trial")
-    new_best = post & (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
-    dg = pl.col("gap").diff().over("trial")
-    pre_dg = pl.when(~pl.col("post")).then(dg)
-    mad = (pre_dg - pre_dg.median()).abs().median().over("trial")
-    noise = pl.when((pre_dg.count().over("trial") >= RO_MIN_PRE_CHANGES) & (mad > 0)).then(MAD_TO_SD * mad)
-    low = pl.when(pl.col("post")).then(pl.col("gap")).otherwise(math.inf).cum_min().over("trial")
-    all_post = pl.col("post").cast(pl.Int32).rolling_sum(fall_epochs).over("trial") == fall_epochs
-    smooth = pl.when(all_post).then(pl.col("val").rolling_mean(fall_epochs).over("trial"))
-    e = (
-        _ordered_epochs(epochs, "val", ["trial", "epoch", "acc_pgd", "de_y", "lr", "n"])
-        .rename({"acc_pgd": "val", "de_y": "de_val"})
-        .join(_ordered_epochs(epochs, "probe", ["trial", "epoch", "de_y"]).rename({"de_y": "de_train"}),
-              on=["trial", "epoch"], how="left")
-        .sort("trial", "epoch")
-        .with_columns(post=post, gap=(_finite("de_train") if energy == "gap" else 0.0) - _finite("de_val"))
-        .with_columns(best=best, noise=noise, rise=pl.col("gap") - low, smooth=smooth)
-        .with_columns(smooth_best=pl.col("smooth").cum_max().over("trial"))
-        .with_columns(fall=pl.col("smooth_best") - pl.col("smooth"),
-                      fall_se=(2 * pl.col("smooth_best") * (1 - pl.col("smooth_best")) / (pl.col("n") * fall_epochs)).sqrt())
-        .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"),
-                      decay=pl.when(pl.col("post")).then(pl.col("epoch")).min().over("trial"))
-        .with_columns(score=(pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64))
-    )
+    e = ro_epochs(epochs, energy=energy, fall_epochs=fall_epochs)
+    if e is None:
+        return empty_events()
     hit = pl.col("post")
     if patience is not None:
         hit = hit & (pl.col("score") >= patience)

@@ -263,7 +263,8 @@ def test_ro_signal_table_reads_only_the_epochs_after_the_decay_and_marks_the_win
     import signals
 
     def trial(name: str, val: list[float], loss: list[float]) -> tuple[pl.DataFrame, pl.DataFrame]:
-        epochs = pl.DataFrame({"trial": name, "epoch": list(range(9)) * 2, "split": ["val"] * 9 + ["probe"] * 9,
+        epochs = pl.DataFrame({"trial": name, "epoch": list(range(9)) * 2, "step": list(range(9)) * 2,
+                               "split": ["val"] * 9 + ["probe"] * 9,
                                "lr": [0.1, 0.1, 0.1, 0.03, 0.03, 0.03, 0.03, 0.03, 0.03] * 2, "n": [1000] * 9 + [256] * 9,
                                "acc_pgd": val + [v + 0.1 for v in val], "de_y": [-1.0, -1.1] * 9, "train_loss": 1.0})
         batches = pl.DataFrame({"trial": name, "epoch": list(range(9)), "de": [0.5, 0.6] * 4 + [0.5],

@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import scoreboard  # noqa: E402
+from analysis.detectors import ro_epochs  # noqa: E402  (scoreboard put the repository on the path)
 from corpus import seed_list  # noqa: E402
 from workloads.config import OneLineParser  # noqa: E402
 
@@ -103,12 +104,13 @@ RO_SIGNALS = {
 def ro_scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame, window: int) -> pl.DataFrame:
     """One row per (trial, epoch after the decay) of the robust_overfitting and healthy trials: `positive`
     (an RO trial at or after its onset), `window` (null where left out) and each signal's largest move so
-    far; besides RO_SIGNALS, `ro`'s own statistics: val PGD's fall below its best since the decay in
-    standard errors (fall_epochs=1) and the epochs since that best (Rice et al.'s patience)."""
+    far; besides RO_SIGNALS, `ro`'s own statistics (analysis.detectors.ro_epochs): val PGD's fall below its
+    best since the decay in standard errors (fall_epochs=1) and the epochs since that best (Rice et al.'s
+    patience)."""
     lab = lab.filter(pl.col("label").is_in(["robust_overfitting", "healthy"]))
     keep = pl.col("trial").is_in(lab["trial"].to_list())
     e = c["epochs"].filter(keep)
-    val = e.filter(pl.col("split") == "val").select("trial", "epoch", "lr", "n", val="acc_pgd", de_val="de_y")
+    val = e.filter(pl.col("split") == "val").select("trial", "epoch", val="acc_pgd", de_val="de_y")
     probe = e.filter((pl.col("split") == "probe") & pl.col("train_loss").is_not_null()).select(
         "trial", "epoch", train="acc_pgd", de_train="de_y")
     finite = lambda col: pl.col(col).cast(pl.Float64).filter(pl.col(col).is_finite()).mean()  # noqa: E731
@@ -116,11 +118,12 @@ def ro_scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame, window: int) -> pl.
         finite("de").alias("batch dE(x) (epoch mean)"), finite("de_y").alias("batch dE(x,y) (epoch mean)"),
         finite("de_std").alias("batch de_std (epoch mean)"), finite("acc_adv").alias("batch acc_adv (epoch mean)"),
         finite("loss").alias("batch loss (epoch mean)"))
+    stats = ro_epochs(e).select("trial", "epoch", "post", **{RO_FALL: pl.col("fall") / pl.col("fall_se"),
+                                                               RO_PATIENCE: "score"}).collect()
     t = (val.join(probe, on=["trial", "epoch"], how="left").join(batch, on=["trial", "epoch"], how="left")
-         .sort("trial", "epoch")
+         .join(stats, on=["trial", "epoch"]).sort("trial", "epoch")
          .with_columns(**{"train probe - val PGD accuracy": pl.col("train") - pl.col("val"),
-                          "train - val dE(x,y) gap": pl.col("de_train") - pl.col("de_val"), "val -dE(x,y)": -pl.col("de_val")})
-         .with_columns(post=(pl.col("lr") < pl.col("lr").first()).cum_max().over("trial")))
+                          "train - val dE(x,y) gap": pl.col("de_train") - pl.col("de_val"), "val -dE(x,y)": -pl.col("de_val")}))
     moves = []
     for signal, side in RO_SIGNALS.items():
         x = pl.col(signal)
@@ -129,13 +132,7 @@ def ro_scores(c: dict[str, pl.DataFrame], lab: pl.DataFrame, window: int) -> pl.
         ref = pl.when(~pl.col("post")).then(x).drop_nulls().last()
         move = (x - ref) / pl.when(noise > 0).then(noise)
         moves.append((move.abs() if side == 0 else side * move).over("trial").alias(signal))
-    best = pl.when(pl.col("post")).then(pl.col("val")).otherwise(float("-inf")).cum_max().over("trial")
-    new_best = (pl.col("best") != pl.col("best").shift(1)).over("trial").fill_null(True)
-    t = (t.with_columns(*moves, best=best)
-         .with_columns(best_epoch=pl.when(new_best).then(pl.col("epoch")).forward_fill().over("trial"))
-         .filter(pl.col("post"))
-         .with_columns(**{RO_FALL: (pl.col("best") - pl.col("val")) / (2 * pl.col("best") * (1 - pl.col("best")) / pl.col("n")).sqrt(),
-                          RO_PATIENCE: (pl.col("epoch") - pl.col("best_epoch")).cast(pl.Float64)}))
+    t = t.with_columns(*moves).filter(pl.col("post"))
     signals = [RO_FALL, RO_PATIENCE, *RO_SIGNALS]
     t = t.select("trial", "epoch", *(pl.col(s).fill_null(float("-inf")).fill_nan(float("-inf")).cum_max().over("trial")
                                     for s in signals))
