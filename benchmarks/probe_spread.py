@@ -15,7 +15,6 @@ of the same model read twice. Its reading of a changed model is what the test is
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -26,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workloads.config import eval_alpha  # noqa: E402
+from workloads.config import OneLineParser, eval_alpha  # noqa: E402
+from workloads.run_dir import CheckpointError  # noqa: E402
 from workloads.evaluation.checkpoint import load_trial, resolve, trial_data  # noqa: E402
 from workloads.evaluation.per_epoch import evaluate_pgd  # noqa: E402
 
@@ -62,7 +62,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep", type=Path, help="a sweep (train out=) directory with checkpoints/")
     ap.add_argument("--seeds", type=int, default=10, help="seeds of the random starts per checkpoint (>= 2)")
     ap.add_argument("--which", default="last", choices=["best", "last"])
@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.seeds < 2:
         ap.error("--seeds: needs at least 2 readings for a spread; use e.g. --seeds 10")
     torch.set_num_threads(a.threads)
-    rows = [spread(r) for r in readings(a.sweep, a.seeds, a.which)]
+    try:
+        rows = [spread(r) for r in readings(a.sweep, a.seeds, a.which)]
+    except CheckpointError as e:
+        ap.error(str(e))
     if a.format == "json":
         print(json.dumps(rows))
         return 0
